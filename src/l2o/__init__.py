@@ -1,0 +1,18 @@
+"""l2o: learned optimizers in PyTorch (Andrychowicz et al., 2016, and our concurrent framework).
+
+Example:
+    >>> import l2o
+    >>> cfg = l2o.TrainConfig(task="quadratic", iterations=2, batch_size=4, horizon=10)
+    >>> net, history = l2o.meta_train(cfg)
+"""
+
+from l2o import tasks
+from l2o.config import TrainConfig, load_config
+from l2o.errors import L2OError
+from l2o.meta import meta_train
+from l2o.nets import LSTMOptimizer, build_net
+from l2o.serialization import load, save_optimizer
+
+__all__ = ["L2OError", "LSTMOptimizer", "TrainConfig", "build_net", "load", "load_config",
+           "meta_train", "save_optimizer", "tasks"]
+__version__ = "0.1.0"

@@ -1,0 +1,199 @@
+"""The meta-training configuration: a frozen, validated dataclass with commented defaults.
+
+Load it from TOML with :func:`load_config`, override single keys with ``key=value`` strings
+(:func:`apply_overrides`), and save the resolved config next to every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2o.errors import L2OError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PREPROCESS_CHOICES = ("log_sign", "none")
+LOSS_WEIGHT_CHOICES = ("uniform", "increasing", "final")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a meta-training run. Defaults reproduce the paper's set-up."""
+
+    # --- the optimizee family ---
+    task: str = "quadratic"  # a name from `l2o list`
+    task_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"dim": 20}
+
+    # --- the learned optimizer (architecture; saved with the weights) ---
+    optimizer: str = "lstm"  # the paper's coordinatewise LSTM
+    hidden_size: int = 20  # units per LSTM layer
+    layers: int = 2  # stacked LSTM layers
+    output_scale: float = 0.1  # the update is output_scale * linear(h)
+    preprocess: str = "log_sign"  # "log_sign" (log|g|/p, sign g) or "none" (raw gradients)
+    preprocess_p: float = 10.0  # p of the log/sign preprocessing
+
+    # --- the unroll ---
+    batch_size: int = 128  # task instances per meta-iteration, run side by side
+    horizon: int = 100  # T: optimizee steps per unroll
+    truncation: int = 20  # optimizee steps per backpropagation window
+    loss_weights: str = "uniform"  # weight of f(θ_t) in the meta-loss: uniform, increasing, final
+    second_order: bool = False  # keep ∂∇f/∂θ (the paper drops it: much cheaper, as good)
+
+    # --- the outer (meta) optimizer ---
+    iterations: int = 300  # meta-iterations, i.e. unrolls of fresh training instances
+    meta_lr: float = 0.003  # Adam's learning rate on the LSTM weights
+    grad_clip: float = 1.0  # clip the meta-gradient to this global norm (0: no clipping)
+
+    # --- validation, checkpoints, run time ---
+    val_every: int = 25  # validate every this many meta-iterations (and at the end)
+    val_instances: int = 64  # validation instances; the best checkpoint is kept
+    checkpoint_every: int = 25  # write checkpoint/ every this many meta-iterations
+    seed: int = 0  # initialises the LSTM; task instances come from their own seed streams
+    threads: int = 1  # torch threads; two only pay off above ~10k coordinates
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task_options", dict(self.task_options))
+        _check(isinstance(self.task, str) and self.task != "", "task must be a task name")
+        _check(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
+        _check(self.layers >= 1, f"layers must be >= 1, got {self.layers}")
+        _check(self.output_scale > 0, f"output_scale must be > 0, got {self.output_scale}")
+        _check(
+            self.preprocess in PREPROCESS_CHOICES,
+            f"preprocess must be one of {', '.join(PREPROCESS_CHOICES)}, got {self.preprocess!r}",
+        )
+        _check(self.preprocess_p > 0, f"preprocess_p must be > 0, got {self.preprocess_p}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
+        _check(
+            1 <= self.truncation <= self.horizon,
+            f"truncation must be between 1 and horizon ({self.horizon}), got {self.truncation}",
+        )
+        _check(
+            self.loss_weights in LOSS_WEIGHT_CHOICES,
+            f"loss_weights must be one of {', '.join(LOSS_WEIGHT_CHOICES)}, "
+            f"got {self.loss_weights!r}",
+        )
+        _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
+        _check(self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        _check(self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        _check(self.val_instances >= 1, f"val_instances must be >= 1, got {self.val_instances}")
+        _check(
+            self.checkpoint_every >= 1,
+            f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
+        )
+        _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return config_from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise L2OError(message)
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Build a config from a plain mapping, rejecting unknown keys and wrong types."""
+    unknown = sorted(set(values) - set(_FIELD_TYPES))
+    if unknown:
+        raise L2OError(
+            f"unknown config key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
+        )
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        checked[key] = _coerce(key, value)
+    try:
+        return TrainConfig(**checked)
+    except TypeError as exc:  # pragma: no cover - guarded by _coerce
+        raise L2OError(f"invalid config: {exc}") from None
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = str(_FIELD_TYPES[key])
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise L2OError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise L2OError(f"{key} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise L2OError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise L2OError(f"{key} must be a string, got {value!r}")
+        return value
+    if not isinstance(value, Mapping):
+        raise L2OError(f"{key} must be a table of options, got {value!r}")
+    return dict(value)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Read a TOML config (or start from the defaults) and apply ``key=value`` overrides.
+
+    Example:
+        >>> load_config(overrides=["horizon=50", "task_options.dim=20"]).horizon
+        50
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise L2OError(f"config file {path} does not exist")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_dict(apply_overrides(values, overrides))
+
+
+def apply_overrides(values: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (values parsed as TOML, bare words as strings)."""
+    result = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise L2OError(f"--set expects key=value, got {item!r}")
+        value = parse_value(raw.strip())
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            table = result.setdefault(outer, {})
+            if not isinstance(table, dict):
+                raise L2OError(f"{outer} is not a table, so {key} cannot be set")
+            table[inner] = value
+        else:
+            result[key] = value
+    return result
+
+
+def parse_value(raw: str) -> Any:
+    """Parse one override value as TOML (numbers, booleans, lists); fall back to a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw

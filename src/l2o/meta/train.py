@@ -1,0 +1,258 @@
+"""The outer loop of meta-training: unroll, backpropagate each truncation window, step Adam.
+
+    net, history = l2o.meta_train(TrainConfig(task="quadratic"), out_dir="runs/quadratic")
+
+Each meta-iteration draws ``batch_size`` fresh training instances, runs the learned optimizer on
+them for ``horizon`` steps, and after every ``truncation`` steps backpropagates the window's
+meta-loss into the LSTM weights and takes one Adam step (the paper's truncated BPTT). Validation
+on held-out instances keeps the best weights; checkpoints make the run resumable.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from l2o.config import TrainConfig
+from l2o.errors import L2OError
+from l2o.meta.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from l2o.meta.unroll import (
+    Observe,
+    run_learned,
+    start_unroll,
+    step_weights,
+    task_observer,
+    truncation_window,
+)
+from l2o.nets import build_net
+from l2o.serialization import CONFIG_FILE, atomic_write_text, save_optimizer
+from l2o.tasks import TaskBatch, TaskFamily, get_task
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+METRIC_FIELDS = ("iteration", "meta_loss", "val_loss", "grad_norm", "skipped", "wall_time")
+
+
+@dataclass
+class MetaProblem:
+    """What the loop trains on: how to draw a batch and how to observe it.
+
+    The default (:func:`task_problem`) is a task family; the concurrent framework supplies its own
+    (K optimizees per θ, clean loss as the objective) and reuses this loop unchanged.
+    """
+
+    sample: Callable[[str, list[int]], tuple[torch.Tensor, Observe, TaskBatch | None]]
+    # final_loss(batch θ, split, indices) for validation; defaults to the observed loss.
+    evaluate: Callable[[nn.Module, str, list[int], int], float] | None = None
+
+
+def task_problem(family: TaskFamily) -> MetaProblem:
+    def sample(split: str, indices: list[int]):
+        batch = family.sample(split, indices)
+        return batch.init_params(), task_observer(batch), batch
+
+    def evaluate(net: nn.Module, split: str, indices: list[int], steps: int) -> float:
+        batch = family.sample(split, indices)
+        _, theta = run_learned(net, batch.init_params(), task_observer(batch), steps)
+        return float(batch.eval_loss(theta).mean())
+
+    return MetaProblem(sample, evaluate)
+
+
+@dataclass
+class History:
+    rows: list[dict[str, float]] = field(default_factory=list)
+    best_val: float = math.inf
+    best_iteration: int = -1
+    skipped: int = 0
+
+
+IterationCallback = Callable[[dict[str, float]], None]
+
+
+def build_from_config(config: TrainConfig) -> nn.Module:
+    """A freshly initialised learned optimizer for ``config`` (seeded by ``config.seed``)."""
+    arch = {
+        "optimizer": config.optimizer,
+        "hidden_size": config.hidden_size,
+        "layers": config.layers,
+        "output_scale": config.output_scale,
+        "preprocess": config.preprocess,
+        "preprocess_p": config.preprocess_p,
+    }
+    return build_net(arch, seed=config.seed)
+
+
+def meta_train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
+               callback: IterationCallback | None = None, problem: MetaProblem | None = None,
+               net: nn.Module | None = None) -> tuple[nn.Module, History]:
+    """Meta-train a learned optimizer; return the best network (on validation) and the history.
+
+    Args:
+        config: the run's configuration.
+        out_dir: where ``config.json``, ``metrics.csv``, ``checkpoint/`` and
+            ``optimizer.safetensors`` go (nothing is written when ``None``).
+        resume: continue from ``out_dir/checkpoint`` (same config, ``iterations`` may grow).
+        callback: called with each iteration's metrics row (the CLI's progress bar).
+        problem: what to train on; defaults to ``config.task`` with ``config.task_options``.
+        net: the network to train; defaults to :func:`build_from_config`.
+
+    Example:
+        >>> cfg = TrainConfig(iterations=2, batch_size=4, horizon=10, truncation=5)
+        >>> net, history = meta_train(cfg)
+        >>> len(history.rows)
+        2
+    """
+    torch.set_num_threads(config.threads)
+    if problem is None:
+        problem = task_problem(get_task(config.task, config.task_options))
+    if net is None:
+        net = build_from_config(config)
+    meta_opt = torch.optim.Adam(net.parameters(), lr=config.meta_lr)
+    run_dir = Path(out_dir) if out_dir is not None else None
+    history = History()
+    training = TrainingState(0, math.inf, -1, 0, 0.0, _copy_weights(net))
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            training, saved = load_checkpoint(run_dir, net, meta_opt)
+            _check_same_config(saved, config)
+            history.rows = _read_metrics(run_dir, upto=training.iteration)
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+        _write_metrics(run_dir, history.rows)
+    weights = step_weights(config.loss_weights, config.horizon)
+    val_indices = list(range(config.val_instances))
+    started = time.perf_counter() - training.elapsed
+    for iteration in range(training.iteration, config.iterations):
+        indices = list(range(iteration * config.batch_size, (iteration + 1) * config.batch_size))
+        meta_loss, grad_norm, ok = _unroll_and_step(net, meta_opt, problem, indices, config,
+                                                    weights)
+        training.skipped += 0 if ok else 1
+        training.iteration = iteration + 1
+        val_loss = math.nan
+        if training.iteration % config.val_every == 0 or training.iteration == config.iterations:
+            val_loss = _validate(net, problem, val_indices, config.horizon)
+            if val_loss < training.best_val:
+                training.best_val, training.best_iteration = val_loss, training.iteration
+                training.best_weights = _copy_weights(net)
+        training.elapsed = time.perf_counter() - started
+        row = {"iteration": training.iteration, "meta_loss": meta_loss, "val_loss": val_loss,
+               "grad_norm": grad_norm, "skipped": training.skipped,
+               "wall_time": training.elapsed}
+        history.rows.append(row)
+        if run_dir is not None:
+            _append_metrics(run_dir, row)
+            if (training.iteration % config.checkpoint_every == 0
+                    or training.iteration == config.iterations):
+                save_checkpoint(run_dir, net, meta_opt, training, config.to_dict())
+        if callback is not None:
+            callback(row)
+    history.best_val, history.best_iteration = training.best_val, training.best_iteration
+    history.skipped = training.skipped
+    if training.best_iteration >= 0:
+        net.load_state_dict(training.best_weights)
+    if run_dir is not None:
+        save_optimizer(net, run_dir, extra={
+            "train_config": config.to_dict(),
+            "best_val_loss": training.best_val,
+            "best_iteration": training.best_iteration,
+            "iterations": training.iteration,
+            "skipped": training.skipped,
+            "train_seconds": training.elapsed,
+        })
+    return net, history
+
+
+def _unroll_and_step(net: nn.Module, meta_opt: torch.optim.Optimizer, problem: MetaProblem,
+                     indices: list[int], config: TrainConfig, weights: torch.Tensor
+                     ) -> tuple[float, float, bool]:
+    """One meta-iteration: a full unroll, one Adam step per truncation window.
+
+    Returns the mean loss per step over the unroll, the last window's meta-gradient norm, and
+    whether every window was finite (a non-finite window is skipped and ends the unroll).
+    """
+    theta0, observe, batch = problem.sample("train", indices)
+    state = start_unroll(net, theta0, observe)
+    total, count, grad_norm = 0.0, 0, 0.0
+    while state.step < config.horizon:
+        steps = min(config.truncation, config.horizon - state.step)
+        objective, losses, end = truncation_window(net, state, observe, steps, weights,
+                                                   batch, config.second_order)
+        meta_opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(objective) or not torch.isfinite(losses).all():
+            return _mean(total, count), math.nan, False
+        objective.backward()
+        params = [p for p in net.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
+        if not torch.isfinite(norm):
+            meta_opt.zero_grad(set_to_none=True)
+            return _mean(total, count), math.nan, False
+        meta_opt.step()
+        grad_norm = float(norm)
+        total += float(losses.mean(1).sum())
+        count += steps
+        state = end.detach()
+    return _mean(total, count), grad_norm, True
+
+
+def _mean(total: float, count: int) -> float:
+    return total / count if count else math.nan
+
+
+def _validate(net: nn.Module, problem: MetaProblem, indices: list[int], steps: int) -> float:
+    assert problem.evaluate is not None
+    value = problem.evaluate(net, "validation", indices, steps)
+    return value if math.isfinite(value) else math.inf
+
+
+def _copy_weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    current = json.loads(config.to_json())
+    differ = sorted(k for k in set(saved) | set(current)
+                    if k != "iterations" and saved.get(k) != current.get(k))
+    if differ:
+        raise L2OError(
+            f"the checkpoint was written with a different config ({', '.join(differ)} differ); "
+            "resume with the same config (only iterations may change) or use a new --out"
+        )
+
+
+def _write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    lines = [",".join(METRIC_FIELDS)]
+    lines += [",".join(_fmt(row[k]) for k in METRIC_FIELDS) for row in rows]
+    atomic_write_text(run_dir / METRICS_FILE, "\n".join(lines) + "\n")
+
+
+def _append_metrics(run_dir: Path, row: dict[str, float]) -> None:
+    with open(run_dir / METRICS_FILE, "a") as f:
+        f.write(",".join(_fmt(row[k]) for k in METRIC_FIELDS) + "\n")
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if isinstance(value, int) else repr(float(value))
+
+
+def _read_metrics(run_dir: Path, upto: int) -> list[dict[str, float]]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    rows = [r for r in rows if r["iteration"] <= upto]
+    for r in rows:
+        r["iteration"], r["skipped"] = int(r["iteration"]), int(r["skipped"])
+    return rows

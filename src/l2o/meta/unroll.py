@@ -1,0 +1,134 @@
+"""Unrolls: run a learned optimizer on a batch of optimizees, window by window.
+
+This is the gradient estimator of meta-training: :func:`truncation_window` runs k optimizee
+steps and returns a scalar whose gradient with respect to the network's weights is the
+meta-gradient of that window. θ, the optimizee gradients and the LSTM state are carried from one
+window to the next, detached, so memory does not grow with the horizon.
+
+With second derivatives dropped (the default, as in the paper), the gradient fed to the network
+is a constant, and d f(θ_t)/dθ_t = ∇f(θ_t) is already known; the window's meta-gradient is then
+the gradient of the surrogate Σ_t w_t·mean_b⟨stopgrad ∇f(θ_t), θ_t⟩, so the optimizee itself never
+enters the autograd graph (no graph through the MLP, only through the LSTM and θ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from l2o.tasks.base import TaskBatch
+
+# observe(θ, step) → (loss (B,), ∇loss (B, D), network inputs (B, D, ...)).
+# For a plain task the inputs are the gradient itself; the concurrent framework passes the K
+# optimizees' gradients as inputs and the clean loss as the objective.
+Observe = Callable[[Tensor, int], tuple[Tensor, Tensor, Tensor]]
+
+
+def task_observer(batch: TaskBatch) -> Observe:
+    def observe(theta: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        loss, grad = batch.loss_and_grad(theta, step)
+        return loss, grad, grad
+
+    return observe
+
+
+@dataclass
+class UnrollState:
+    """What a window hands to the next: θ, the network's inputs at θ, the LSTM state, the step."""
+
+    theta: Tensor
+    inputs: Tensor
+    state: tuple[Tensor, ...]
+    step: int
+
+    def detach(self) -> UnrollState:
+        return UnrollState(self.theta.detach(), self.inputs.detach(),
+                           tuple(s.detach() for s in self.state), self.step)
+
+
+def start_unroll(net: nn.Module, theta0: Tensor, observe: Observe) -> UnrollState:
+    _, _, inputs = observe(theta0, 0)
+    return UnrollState(theta0, inputs, net.init_state(theta0.numel()), 0)
+
+
+def apply_net(net: nn.Module, inputs: Tensor, state: tuple[Tensor, ...]
+              ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The coordinatewise network on every coordinate of every instance: (B, D, ...) → (B, D)."""
+    B, D = inputs.shape[:2]
+    update, state = net(inputs.reshape(B * D, *inputs.shape[2:]), state)
+    return update.view(B, D), state
+
+
+def step_weights(kind: str, horizon: int) -> Tensor:
+    """w_t for t = 1..T: uniform (the paper's), increasing (t/T, normalised), or final only."""
+    if kind == "uniform":
+        return torch.ones(horizon)
+    if kind == "increasing":
+        w = torch.arange(1, horizon + 1, dtype=torch.float32)
+        return w * (horizon / w.sum())
+    w = torch.zeros(horizon)
+    w[-1] = 1.0
+    return w
+
+
+def truncation_window(net: nn.Module, start: UnrollState, observe: Observe, steps: int,
+                      weights: Tensor, batch: TaskBatch | None = None,
+                      second_order: bool = False) -> tuple[Tensor, Tensor, UnrollState]:
+    """Run ``steps`` optimizee steps from ``start``.
+
+    Returns:
+        ``(objective, losses, end)``: a scalar to backpropagate (its gradient is the window's
+        meta-gradient), the losses ``(steps, B)`` of θ_{t+1} after each step (no graph), and
+        the state at the end of the window (still attached to the graph: detach before the
+        next window).
+    """
+    theta, inputs, state, step = start.theta, start.inputs, start.state, start.step
+    objective = theta.new_zeros(())
+    losses = []
+    if second_order:
+        if batch is None:
+            raise ValueError("second_order needs the task batch's differentiable loss")
+        theta = theta.detach().requires_grad_(True)
+        inputs = _grad_with_graph(batch, theta, step)
+    for _ in range(steps):
+        update, state = apply_net(net, inputs, state)
+        theta = theta + update
+        step += 1
+        w = weights[step - 1]
+        if second_order:
+            loss = batch.loss(theta, step)
+            inputs = _grad_with_graph(batch, theta, step)
+            objective = objective + w * loss.mean()
+            loss = loss.detach()
+        else:
+            loss, grad, inputs = observe(theta.detach(), step)
+            objective = objective + w * (grad * theta).sum() / theta.shape[0]
+        losses.append(loss)
+    return objective, torch.stack(losses), UnrollState(theta, inputs, state, step)
+
+
+def _grad_with_graph(batch: TaskBatch, theta: Tensor, step: int) -> Tensor:
+    (grad,) = torch.autograd.grad(batch.loss(theta, step).sum(), theta, create_graph=True)
+    return grad
+
+
+@torch.no_grad()
+def run_learned(net: nn.Module, theta0: Tensor, observe: Observe, steps: int,
+                record: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Run the network for ``steps`` steps without meta-gradients.
+
+    Returns ``record(θ_t)`` for t = 0..steps stacked as ``(steps + 1, B)`` (``record`` defaults
+    to the observed loss) and the final θ. Non-finite θ are left as they are: the losses show it.
+    """
+    state = start_unroll(net, theta0, observe)
+    theta, inputs, lstm_state = state.theta, state.inputs, state.state
+    curve = [record(theta) if record else observe(theta, 0)[0]]
+    for step in range(1, steps + 1):
+        update, lstm_state = apply_net(net, inputs, lstm_state)
+        theta = theta + update
+        loss, _, inputs = observe(theta, step)
+        curve.append(record(theta) if record else loss)
+    return torch.stack(curve), theta

@@ -1,0 +1,66 @@
+"""Tasks (optimizees): families of instances drawn by (split, index), and their registry.
+
+Register your own with :func:`register_task`::
+
+    @l2o.tasks.register_task("my-task")
+    class MyTask(l2o.tasks.TaskFamily): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from l2o.errors import L2OError
+from l2o.tasks.base import SPLITS, TaskBatch, TaskFamily, instance_generator, instance_seed
+from l2o.tasks.digits_mlp import DigitsMLP
+from l2o.tasks.quadratic import Quadratic
+
+_REGISTRY: dict[str, Callable[..., TaskFamily]] = {}
+
+
+def register_task(name: str, factory: Callable[..., TaskFamily] | None = None):
+    """Register a task family factory (a class or function taking the task options).
+
+    Usable as a decorator (``@register_task("name")``) or a call.
+    """
+
+    def add(f: Callable[..., TaskFamily]) -> Callable[..., TaskFamily]:
+        _REGISTRY[name] = f
+        return f
+
+    return add(factory) if factory is not None else add
+
+
+def get_task(name: str, options: Mapping[str, Any] | None = None) -> TaskFamily:
+    """Build the family ``name`` with its options, e.g. ``get_task("quadratic", {"dim": 20})``."""
+    if name not in _REGISTRY:
+        raise L2OError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
+    try:
+        family = _REGISTRY[name](**dict(options or {}))
+    except TypeError as exc:
+        raise L2OError(f"invalid options for task {name!r}: {exc}") from None
+    family.name = name
+    return family
+
+
+def list_tasks() -> dict[str, str]:
+    """Task name → one-line description."""
+    return {name: get_task(name).describe() for name in sorted(_REGISTRY)}
+
+
+register_task("quadratic", Quadratic)
+register_task("digits-mlp", DigitsMLP)
+
+__all__ = [
+    "SPLITS",
+    "DigitsMLP",
+    "Quadratic",
+    "TaskBatch",
+    "TaskFamily",
+    "get_task",
+    "instance_generator",
+    "instance_seed",
+    "list_tasks",
+    "register_task",
+]
