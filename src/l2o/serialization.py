@@ -95,7 +95,7 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
                        f"(format {metadata.get('format')!r}, expected {FORMAT!r})")
     try:
         info = json.loads(metadata["config"])
-        info["architecture"]["optimizer"]  # noqa: B018 - presence check
+        info["architecture"]["optimizer"]
     except (KeyError, TypeError, json.JSONDecodeError):
         raise L2OError(f"{path} has no valid architecture config in its metadata") from None
     return tensors, info

@@ -1,0 +1,35 @@
+"""What every command shares: --out/--seed, progress bars, the error convention."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the house error format: one ``error:`` line on stderr, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def add_common(parser: argparse.ArgumentParser, default_out: str | None = None) -> None:
+    parser.add_argument("--out", type=Path, default=Path(default_out) if default_out else None,
+                        help="output folder (created if missing)"
+                        + (f"; default {default_out}" if default_out else ""))
+    parser.add_argument("--seed", type=int, default=None, help="random seed")
+
+
+def progress(total: int, desc: str, **kwargs: Any) -> tqdm:
+    """A progress bar on stderr, off when stderr is not a terminal."""
+    return tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), dynamic_ncols=True,
+                leave=False, **kwargs)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)

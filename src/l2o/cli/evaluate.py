@@ -1,0 +1,51 @@
+"""``l2o evaluate OPTIMIZER TASK``: run an optimizer on test instances, write results."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from l2o.cli.common import add_common, say
+from l2o.config import apply_overrides
+from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
+from l2o.tasks import get_task
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("evaluate", help="run an optimizer on a task's test instances")
+    parser.add_argument("optimizer", nargs="+",
+                        help="run folder, .safetensors, pretrained name, or NAME[:k=v,...]; "
+                             "several may be given")
+    parser.add_argument("task", help="task name (see `l2o list`)")
+    parser.add_argument("--steps", type=int, default=100, help="optimizee steps (default 100)")
+    parser.add_argument("--instances", type=int, default=100,
+                        help="test instances (default 100)")
+    parser.add_argument("--task-option", dest="task_options", action="append", default=[],
+                        metavar="KEY=VALUE", help="task option, e.g. hidden=[40] (repeatable)")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = apply_overrides({}, args.task_options)
+    family = get_task(args.task, options)
+    runners = [resolve_optimizer(spec) for spec in args.optimizer]
+    names = [r.name for r in runners]
+    for i, r in enumerate(runners):
+        if names.count(r.name) > 1:
+            r.name = f"{r.name}-{i}"
+    result = evaluate(family, runners, steps=args.steps, instances=args.instances)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(names))[:60]
+    out = args.out or Path("runs") / f"evaluate-{args.task}-{slug}"
+    results = write_evaluation(out, result)
+    for name, stats in results["optimizers"].items():
+        say(f"{name:>16}: final loss mean {_num(stats['final_loss_mean'])}, median "
+            f"{_num(stats['final_loss_median'])} [{_num(stats['final_loss_q25'])}, "
+            f"{_num(stats['final_loss_q75'])}], {stats['ms_per_step']:.3f} ms/step")
+    say(f"wrote {out}/results.json, curves.csv")
+    return 0
+
+
+def _num(x: float | None) -> str:
+    return "diverged" if x is None else f"{x:.4g}"

@@ -1,0 +1,56 @@
+"""``l2o train TASK``: meta-train a learned optimizer on TASK's train split."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from l2o.cli.common import add_common, progress, say
+from l2o.config import load_config
+from l2o.errors import L2OError
+from l2o.meta import meta_train
+from l2o.tasks import get_task
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("train", help="meta-train a learned optimizer on a task")
+    parser.add_argument("task", help="task name (see `l2o list`)")
+    parser.add_argument("--config", type=Path, help="TOML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint after an interruption")
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = [f"task={args.task!r}".replace("'", '"'), *args.overrides]
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = load_config(args.config, overrides)
+    get_task(config.task, config.task_options)  # fail early on a bad task or options
+    out = args.out or Path("runs") / config.task
+    if not args.resume and (out / "checkpoint").exists():
+        raise L2OError(f"{out} already holds a training run; pass --resume to continue it "
+                       "or choose another --out")
+    bar = progress(config.iterations, f"train {config.task}")
+    if args.resume:
+        bar.update(0)
+
+    def on_iteration(row: dict[str, float]) -> None:
+        postfix = {"meta_loss": f"{row['meta_loss']:.4g}"}
+        if not math.isnan(row["val_loss"]):
+            postfix["val_loss"] = f"{row['val_loss']:.4g}"
+        bar.n = row["iteration"]
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(0)
+
+    _, history = meta_train(config, out_dir=out, resume=args.resume, callback=on_iteration)
+    bar.close()
+    wall = history.rows[-1]["wall_time"] if history.rows else 0.0
+    say(f"trained {config.task}: best validation loss {history.best_val:.4g} at iteration "
+        f"{history.best_iteration}, {history.skipped} skipped steps, {wall:.0f} s")
+    say(f"wrote {out}/optimizer.safetensors, config.json, metrics.csv, checkpoint/")
+    return 0

@@ -1,0 +1,175 @@
+"""Evaluation: run learned optimizers and baselines on the same test instances, record curves.
+
+``OPTIMIZER`` strings name a run folder, a ``.safetensors`` file, a pretrained optimizer, or a
+baseline ``NAME[:key=value,...]``; :func:`resolve_optimizer` turns one into a :class:`Runner`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from l2o.baselines import BASELINES, Baseline, parse_baseline
+from l2o.errors import L2OError
+from l2o.meta.unroll import run_learned, task_observer
+from l2o.serialization import atomic_write_text, load
+from l2o.tasks import TaskBatch, TaskFamily
+
+
+class Runner(ABC):
+    """Something that optimizes a batch of task instances for a number of steps."""
+
+    name: str
+    hyperparameters: dict[str, Any]
+
+    @abstractmethod
+    def run(self, batch: TaskBatch, steps: int) -> Tensor:
+        """``batch.eval_loss(θ_t)`` for t = 0..steps, shape ``(steps + 1, B)``."""
+
+
+class LearnedRunner(Runner):
+    def __init__(self, net: nn.Module, name: str = "l2o") -> None:
+        self.net, self.name = net, name
+        self.hyperparameters = dict(getattr(net, "arch_config", dict)())
+
+    def run(self, batch: TaskBatch, steps: int) -> Tensor:
+        curve, _ = run_learned(self.net, batch.init_params(), task_observer(batch), steps,
+                               record=batch.eval_loss)
+        return curve
+
+
+class BaselineRunner(Runner):
+    def __init__(self, baseline: Baseline, hyperparameters: dict[str, Any],
+                 name: str | None = None) -> None:
+        self.baseline, self.hyperparameters = baseline, dict(hyperparameters)
+        self.name = name or baseline.name
+
+    def run(self, batch: TaskBatch, steps: int) -> Tensor:
+        theta = batch.init_params().requires_grad_(True)
+        opt = self.baseline.make([theta], self.hyperparameters)
+        curve = [batch.eval_loss(theta.detach())]
+        for step in range(steps):
+            _, grad = batch.loss_and_grad(theta.detach(), step)
+            theta.grad = grad
+            opt.step()
+            curve.append(batch.eval_loss(theta.detach()))
+        return torch.stack(curve)
+
+
+def resolve_optimizer(spec: str) -> Runner:
+    """A run folder, a ``.safetensors`` file, a pretrained name, or a baseline spec."""
+    from l2o import pretrained
+
+    path = Path(spec)
+    if path.is_dir() or spec.endswith(".safetensors"):
+        return LearnedRunner(load(path), name="l2o")
+    if spec in pretrained.names():
+        return LearnedRunner(pretrained.pretrained(spec), name=f"l2o-{spec}")
+    if spec.partition(":")[0].lower() in BASELINES:
+        baseline, hparams = parse_baseline(spec)
+        return BaselineRunner(baseline, hparams)
+    raise L2OError(
+        f"unknown optimizer {spec!r}: give a run folder, a .safetensors file, a pretrained name "
+        f"({', '.join(pretrained.names()) or 'none installed'}) or a baseline "
+        f"NAME[:key=value,...] with NAME in {', '.join(BASELINES)}"
+    )
+
+
+@dataclass
+class Evaluation:
+    """Curves ``(steps + 1, instances)`` per optimizer, on the same instances."""
+
+    task: str
+    task_options: dict[str, Any]
+    split: str
+    steps: int
+    instances: int
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ms_per_step: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(family: TaskFamily, runners: list[Runner], steps: int = 100,
+             instances: int = 100, split: str = "test", timing_steps: int = 20) -> Evaluation:
+    """Run every runner on instances 0..instances-1 of ``split`` for ``steps`` steps.
+
+    ``ms_per_step`` is wall time per optimizee step at batch size 1 (one instance), measured
+    over ``timing_steps`` steps after a warm-up.
+    """
+    if steps < 1 or instances < 1:
+        raise L2OError(f"steps and instances must be >= 1, got {steps} and {instances}")
+    result = Evaluation(family.name, family.options(), split, steps, instances)
+    indices = list(range(instances))
+    for runner in runners:
+        if runner.name in result.curves:
+            raise L2OError(f"two optimizers are both named {runner.name!r}")
+        with torch.no_grad():
+            curve = runner.run(family.sample(split, indices), steps)
+        result.curves[runner.name] = curve.numpy().astype(np.float64)
+        result.hyperparameters[runner.name] = runner.hyperparameters
+        result.ms_per_step[runner.name] = time_per_step(runner, family, split, timing_steps)
+    return result
+
+
+def time_per_step(runner: Runner, family: TaskFamily, split: str, steps: int) -> float:
+    """Milliseconds per optimizee step on one instance (gradient + update + loss record)."""
+    with torch.no_grad():
+        runner.run(family.sample(split, [0]), 2)  # warm-up
+        start = time.perf_counter()
+        runner.run(family.sample(split, [0]), steps)
+    return (time.perf_counter() - start) * 1000.0 / steps
+
+
+def summarize(final: np.ndarray) -> dict[str, float | int | None]:
+    """Mean, median and quartiles of final losses; diverged (non-finite) runs count as +inf."""
+    values = np.where(np.isfinite(final), final, np.inf)
+    diverged = int((~np.isfinite(final)).sum())
+
+    def num(x: float) -> float | None:
+        return float(x) if math.isfinite(x) else None
+
+    return {
+        "final_loss_mean": num(values.mean()),
+        "final_loss_median": num(np.median(values)),
+        "final_loss_q25": num(np.quantile(values, 0.25)),
+        "final_loss_q75": num(np.quantile(values, 0.75)),
+        "diverged": diverged,
+    }
+
+
+def results_dict(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    optimizers = {}
+    for name, curve in evaluation.curves.items():
+        optimizers[name] = {
+            **summarize(curve[-1]),
+            "hyperparameters": evaluation.hyperparameters[name],
+            "ms_per_step": evaluation.ms_per_step[name],
+        }
+    return {"task": evaluation.task, "task_options": evaluation.task_options,
+            "split": evaluation.split, "steps": evaluation.steps,
+            "instances": evaluation.instances, "optimizers": optimizers, **(extra or {})}
+
+
+def write_evaluation(out_dir: str | Path, evaluation: Evaluation,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``results.json`` and long-format ``curves.csv`` (optimizer,instance,step,loss)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = results_dict(evaluation, extra)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    lines = ["optimizer,instance,step,loss"]
+    for name, curve in evaluation.curves.items():
+        steps, instances = curve.shape
+        for i in range(instances):
+            lines.extend(f"{name},{i},{t},{curve[t, i]:.8g}" for t in range(steps))
+    atomic_write_text(out / "curves.csv", "\n".join(lines) + "\n")
+    return results
