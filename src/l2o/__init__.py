@@ -13,6 +13,15 @@ from l2o.meta import meta_train
 from l2o.nets import LSTMOptimizer, build_net
 from l2o.serialization import load, save_optimizer
 
-__all__ = ["L2OError", "LSTMOptimizer", "TrainConfig", "build_net", "load", "load_config",
-           "meta_train", "save_optimizer", "tasks"]
+__all__ = [
+    "L2OError",
+    "LSTMOptimizer",
+    "TrainConfig",
+    "build_net",
+    "load",
+    "load_config",
+    "meta_train",
+    "save_optimizer",
+    "tasks",
+]
 __version__ = "0.1.0"

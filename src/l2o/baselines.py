@@ -39,39 +39,59 @@ class Baseline:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # used unless set
     search_space: Mapping[str, SearchRange] = field(default_factory=dict)
 
-    def make(self, params: Iterable[torch.Tensor], hyperparameters: Mapping[str, Any]
-             ) -> torch.optim.Optimizer:
+    def make(
+        self, params: Iterable[torch.Tensor], hyperparameters: Mapping[str, Any]
+    ) -> torch.optim.Optimizer:
         """The torch optimizer with these hyperparameters (validated, clear errors)."""
         allowed = set(inspect.signature(self.optimizer).parameters) - {"params"} - set(self.fixed)
         unknown = sorted(set(hyperparameters) - allowed)
         if unknown:
-            raise L2OError(f"baseline {self.name}: unknown hyperparameter(s) {', '.join(unknown)}"
-                           f"; known: {', '.join(sorted(allowed))}")
+            raise L2OError(
+                f"baseline {self.name}: unknown hyperparameter(s) {', '.join(unknown)}"
+                f"; known: {', '.join(sorted(allowed))}"
+            )
         kwargs = {**self.defaults, **hyperparameters, **self.fixed}
         try:
             return self.optimizer(params, **kwargs)
         except (ValueError, TypeError) as exc:
-            raise L2OError(f"baseline {self.name}: invalid hyperparameters {dict(kwargs)}: {exc}"
-                           ) from None
+            raise L2OError(
+                f"baseline {self.name}: invalid hyperparameters {dict(kwargs)}: {exc}"
+            ) from None
 
 
 LR = SearchRange(1e-4, 3.0)
 BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in [
-        Baseline("sgd", torch.optim.SGD, "SGD", defaults={"lr": 0.01},
-                 search_space={"lr": LR}),
-        Baseline("momentum", torch.optim.SGD, "SGD with (heavy-ball) momentum",
-                 defaults={"lr": 0.01, "momentum": 0.9},
-                 search_space={"lr": LR, "momentum": SearchRange(0.5, 0.99, log=False)}),
-        Baseline("nesterov", torch.optim.SGD, "SGD with Nesterov momentum (NAG)",
-                 fixed={"nesterov": True}, defaults={"lr": 0.01, "momentum": 0.9},
-                 search_space={"lr": LR, "momentum": SearchRange(0.5, 0.99, log=False)}),
+        Baseline("sgd", torch.optim.SGD, "SGD", defaults={"lr": 0.01}, search_space={"lr": LR}),
+        Baseline(
+            "momentum",
+            torch.optim.SGD,
+            "SGD with (heavy-ball) momentum",
+            defaults={"lr": 0.01, "momentum": 0.9},
+            search_space={"lr": LR, "momentum": SearchRange(0.5, 0.99, log=False)},
+        ),
+        Baseline(
+            "nesterov",
+            torch.optim.SGD,
+            "SGD with Nesterov momentum (NAG)",
+            fixed={"nesterov": True},
+            defaults={"lr": 0.01, "momentum": 0.9},
+            search_space={"lr": LR, "momentum": SearchRange(0.5, 0.99, log=False)},
+        ),
         Baseline("adam", torch.optim.Adam, "Adam", search_space={"lr": LR}),
-        Baseline("adamw", torch.optim.AdamW, "AdamW (decoupled weight decay)",
-                 search_space={"lr": LR, "weight_decay": SearchRange(1e-5, 1e-1)}),
-        Baseline("rmsprop", torch.optim.RMSprop, "RMSprop",
-                 search_space={"lr": LR, "alpha": SearchRange(0.9, 0.999, log=False)}),
+        Baseline(
+            "adamw",
+            torch.optim.AdamW,
+            "AdamW (decoupled weight decay)",
+            search_space={"lr": LR, "weight_decay": SearchRange(1e-5, 1e-1)},
+        ),
+        Baseline(
+            "rmsprop",
+            torch.optim.RMSprop,
+            "RMSprop",
+            search_space={"lr": LR, "alpha": SearchRange(0.9, 0.999, log=False)},
+        ),
         Baseline("adagrad", torch.optim.Adagrad, "Adagrad", search_space={"lr": LR}),
     ]
 }

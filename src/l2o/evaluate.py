@@ -42,14 +42,16 @@ class LearnedRunner(Runner):
         self.hyperparameters = dict(getattr(net, "arch_config", dict)())
 
     def run(self, batch: TaskBatch, steps: int) -> Tensor:
-        curve, _ = run_learned(self.net, batch.init_params(), task_observer(batch), steps,
-                               record=batch.eval_loss)
+        curve, _ = run_learned(
+            self.net, batch.init_params(), task_observer(batch), steps, record=batch.eval_loss
+        )
         return curve
 
 
 class BaselineRunner(Runner):
-    def __init__(self, baseline: Baseline, hyperparameters: dict[str, Any],
-                 name: str | None = None) -> None:
+    def __init__(
+        self, baseline: Baseline, hyperparameters: dict[str, Any], name: str | None = None
+    ) -> None:
         self.baseline, self.hyperparameters = baseline, dict(hyperparameters)
         self.name = name or baseline.name
 
@@ -98,8 +100,14 @@ class Evaluation:
     ms_per_step: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate(family: TaskFamily, runners: list[Runner], steps: int = 100,
-             instances: int = 100, split: str = "test", timing_steps: int = 20) -> Evaluation:
+def evaluate(
+    family: TaskFamily,
+    runners: list[Runner],
+    steps: int = 100,
+    instances: int = 100,
+    split: str = "test",
+    timing_steps: int = 20,
+) -> Evaluation:
     """Run every runner on instances 0..instances-1 of ``split`` for ``steps`` steps.
 
     ``ms_per_step`` is wall time per optimizee step at batch size 1 (one instance), measured
@@ -154,13 +162,20 @@ def results_dict(evaluation: Evaluation, extra: dict[str, Any] | None = None) ->
             "hyperparameters": evaluation.hyperparameters[name],
             "ms_per_step": evaluation.ms_per_step[name],
         }
-    return {"task": evaluation.task, "task_options": evaluation.task_options,
-            "split": evaluation.split, "steps": evaluation.steps,
-            "instances": evaluation.instances, "optimizers": optimizers, **(extra or {})}
+    return {
+        "task": evaluation.task,
+        "task_options": evaluation.task_options,
+        "split": evaluation.split,
+        "steps": evaluation.steps,
+        "instances": evaluation.instances,
+        "optimizers": optimizers,
+        **(extra or {}),
+    }
 
 
-def write_evaluation(out_dir: str | Path, evaluation: Evaluation,
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_evaluation(
+    out_dir: str | Path, evaluation: Evaluation, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write ``results.json`` and long-format ``curves.csv`` (optimizer,instance,step,loss)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

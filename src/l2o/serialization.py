@@ -44,23 +44,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def save_tensors_atomic(path: Path, tensors: Mapping[str, torch.Tensor],
-                        metadata: Mapping[str, str]) -> None:
+def save_tensors_atomic(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> None:
     """safetensors file written atomically (temporary file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata=dict(metadata))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            tmp,
+            metadata=dict(metadata),
+        )
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_optimizer(net: nn.Module, path: str | Path, extra: Mapping[str, Any] | None = None
-                   ) -> Path:
+def save_optimizer(
+    net: nn.Module, path: str | Path, extra: Mapping[str, Any] | None = None
+) -> Path:
     """Save ``net`` as ``optimizer.safetensors`` (a file path, or a folder that gets one).
 
     The architecture goes into the file's metadata, so the file alone rebuilds the network;
@@ -72,8 +77,10 @@ def save_optimizer(net: nn.Module, path: str | Path, extra: Mapping[str, Any] | 
     arch = net.arch_config()
     info = {"architecture": arch, **(dict(extra) if extra else {})}
     save_tensors_atomic(path, net.state_dict(), {"format": FORMAT, "config": json.dumps(info)})
-    atomic_write_text(path.with_name(CONFIG_FILE) if path.name == WEIGHTS_FILE
-                      else path.with_suffix(".json"), json.dumps(info, indent=2, sort_keys=True))
+    atomic_write_text(
+        path.with_name(CONFIG_FILE) if path.name == WEIGHTS_FILE else path.with_suffix(".json"),
+        json.dumps(info, indent=2, sort_keys=True),
+    )
     return path
 
 
@@ -88,11 +95,15 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise L2OError(f"{path} is not a readable safetensors file ({exc}); "
-                       "re-save it with l2o or point to another file") from None
+        raise L2OError(
+            f"{path} is not a readable safetensors file ({exc}); "
+            "re-save it with l2o or point to another file"
+        ) from None
     if metadata.get("format") != FORMAT:
-        raise L2OError(f"{path} is a safetensors file but not an l2o optimizer "
-                       f"(format {metadata.get('format')!r}, expected {FORMAT!r})")
+        raise L2OError(
+            f"{path} is a safetensors file but not an l2o optimizer "
+            f"(format {metadata.get('format')!r}, expected {FORMAT!r})"
+        )
     try:
         info = json.loads(metadata["config"])
         info["architecture"]["optimizer"]
@@ -123,8 +134,10 @@ def load(source: str | Path) -> nn.Module:
     if expected != found:
         missing = sorted(set(expected) - set(found))
         wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        raise L2OError(f"{path} does not match its architecture {info['architecture']}: "
-                       f"missing {missing}, wrong shapes {wrong}")
+        raise L2OError(
+            f"{path} does not match its architecture {info['architecture']}: "
+            f"missing {missing}, wrong shapes {wrong}"
+        )
     net.load_state_dict(tensors)
     net.info = info  # the training config and provenance, for reports
     return net

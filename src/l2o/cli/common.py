@@ -19,16 +19,26 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_common(parser: argparse.ArgumentParser, default_out: str | None = None) -> None:
-    parser.add_argument("--out", type=Path, default=Path(default_out) if default_out else None,
-                        help="output folder (created if missing)"
-                        + (f"; default {default_out}" if default_out else ""))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(default_out) if default_out else None,
+        help="output folder (created if missing)"
+        + (f"; default {default_out}" if default_out else ""),
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
 
 
 def progress(total: int, desc: str, **kwargs: Any) -> tqdm:
     """A progress bar on stderr, off when stderr is not a terminal."""
-    return tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), dynamic_ncols=True,
-                leave=False, **kwargs)
+    return tqdm(
+        total=total,
+        desc=desc,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+        leave=False,
+        **kwargs,
+    )
 
 
 def say(message: str) -> None:

@@ -14,15 +14,22 @@ from l2o.tasks import get_task
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="run an optimizer on a task's test instances")
-    parser.add_argument("optimizer", nargs="+",
-                        help="run folder, .safetensors, pretrained name, or NAME[:k=v,...]; "
-                             "several may be given")
+    parser.add_argument(
+        "optimizer",
+        nargs="+",
+        help="run folder, .safetensors, pretrained name, or NAME[:k=v,...]; several may be given",
+    )
     parser.add_argument("task", help="task name (see `l2o list`)")
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps (default 100)")
-    parser.add_argument("--instances", type=int, default=100,
-                        help="test instances (default 100)")
-    parser.add_argument("--task-option", dest="task_options", action="append", default=[],
-                        metavar="KEY=VALUE", help="task option, e.g. hidden=[40] (repeatable)")
+    parser.add_argument("--instances", type=int, default=100, help="test instances (default 100)")
+    parser.add_argument(
+        "--task-option",
+        dest="task_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, e.g. hidden=[40] (repeatable)",
+    )
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -40,9 +47,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"evaluate-{args.task}-{slug}"
     results = write_evaluation(out, result)
     for name, stats in results["optimizers"].items():
-        say(f"{name:>16}: final loss mean {_num(stats['final_loss_mean'])}, median "
+        say(
+            f"{name:>16}: final loss mean {_num(stats['final_loss_mean'])}, median "
             f"{_num(stats['final_loss_median'])} [{_num(stats['final_loss_q25'])}, "
-            f"{_num(stats['final_loss_q75'])}], {stats['ms_per_step']:.3f} ms/step")
+            f"{_num(stats['final_loss_q75'])}], {stats['ms_per_step']:.3f} ms/step"
+        )
     say(f"wrote {out}/results.json, curves.csv")
     return 0
 

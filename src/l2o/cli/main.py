@@ -1,8 +1,8 @@
 """``l2o``: learned optimizers from the command line.
 
-    l2o list                              # tasks, baselines, pretrained optimizers
-    l2o train quadratic --out runs/quad   # meta-train the paper's LSTM optimizer
-    l2o evaluate runs/quad quadratic      # run it (or adam:lr=0.1) on test instances
+l2o list                              # tasks, baselines, pretrained optimizers
+l2o train quadratic --out runs/quad   # meta-train the paper's LSTM optimizer
+l2o evaluate runs/quad quadratic      # run it (or adam:lr=0.1) on test instances
 """
 
 from __future__ import annotations

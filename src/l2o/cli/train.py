@@ -17,10 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="meta-train a learned optimizer on a task")
     parser.add_argument("task", help="task name (see `l2o list`)")
     parser.add_argument("--config", type=Path, help="TOML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config key (repeatable)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint after an interruption")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint after an interruption"
+    )
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -33,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     get_task(config.task, config.task_options)  # fail early on a bad task or options
     out = args.out or Path("runs") / config.task
     if not args.resume and (out / "checkpoint").exists():
-        raise L2OError(f"{out} already holds a training run; pass --resume to continue it "
-                       "or choose another --out")
+        raise L2OError(
+            f"{out} already holds a training run; pass --resume to continue it "
+            "or choose another --out"
+        )
     bar = progress(config.iterations, f"train {config.task}")
     if args.resume:
         bar.update(0)
@@ -50,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     _, history = meta_train(config, out_dir=out, resume=args.resume, callback=on_iteration)
     bar.close()
     wall = history.rows[-1]["wall_time"] if history.rows else 0.0
-    say(f"trained {config.task}: best validation loss {history.best_val:.4g} at iteration "
-        f"{history.best_iteration}, {history.skipped} skipped steps, {wall:.0f} s")
+    say(
+        f"trained {config.task}: best validation loss {history.best_val:.4g} at iteration "
+        f"{history.best_iteration}, {history.skipped} skipped steps, {wall:.0f} s"
+    )
     say(f"wrote {out}/optimizer.safetensors, config.json, metrics.csv, checkpoint/")
     return 0

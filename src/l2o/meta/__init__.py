@@ -3,5 +3,13 @@
 from l2o.meta.train import History, MetaProblem, build_from_config, meta_train, task_problem
 from l2o.meta.unroll import run_learned, start_unroll, truncation_window
 
-__all__ = ["History", "MetaProblem", "build_from_config", "meta_train", "run_learned",
-           "start_unroll", "task_problem", "truncation_window"]
+__all__ = [
+    "History",
+    "MetaProblem",
+    "build_from_config",
+    "meta_train",
+    "run_learned",
+    "start_unroll",
+    "task_problem",
+    "truncation_window",
+]

@@ -39,8 +39,13 @@ def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
 
 
-def save_checkpoint(run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimizer,
-                    training: TrainingState, config: dict[str, Any]) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    net: nn.Module,
+    meta_opt: torch.optim.Optimizer,
+    training: TrainingState,
+    config: dict[str, Any],
+) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     tensors.update({f"net.{k}": v for k, v in net.state_dict().items()})
     tensors.update({f"best.{k}": v for k, v in training.best_weights.items()})
@@ -68,8 +73,9 @@ def save_checkpoint(run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimiz
     return path
 
 
-def load_checkpoint(run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimizer
-                    ) -> tuple[TrainingState, dict[str, Any]]:
+def load_checkpoint(
+    run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimizer
+) -> tuple[TrainingState, dict[str, Any]]:
     """Restore ``net`` and ``meta_opt`` in place; return the training state and saved config."""
     from safetensors import SafetensorError, safe_open
 
@@ -87,7 +93,7 @@ def load_checkpoint(run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimiz
         raise L2OError(f"checkpoint {path} is corrupt ({exc}); delete it to start over") from None
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     try:
         net.load_state_dict(part("net."))
@@ -99,9 +105,17 @@ def load_checkpoint(run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimiz
             state.setdefault(int(index), {}).update(values)
         meta_opt.load_state_dict({"state": state, "param_groups": meta["opt_param_groups"]})
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise L2OError(f"checkpoint {path} does not fit this network ({exc}); "
-                       "resume with the config it was written with") from None
+        raise L2OError(
+            f"checkpoint {path} does not fit this network ({exc}); "
+            "resume with the config it was written with"
+        ) from None
     torch.set_rng_state(tensors["rng.torch"])
-    training = TrainingState(meta["iteration"], meta["best_val"], meta["best_iteration"],
-                             meta["skipped"], meta["elapsed"], part("best."))
+    training = TrainingState(
+        meta["iteration"],
+        meta["best_val"],
+        meta["best_iteration"],
+        meta["skipped"],
+        meta["elapsed"],
+        part("best."),
+    )
     return training, meta["config"]

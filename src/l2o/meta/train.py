@@ -94,9 +94,14 @@ def build_from_config(config: TrainConfig) -> nn.Module:
     return build_net(arch, seed=config.seed)
 
 
-def meta_train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
-               callback: IterationCallback | None = None, problem: MetaProblem | None = None,
-               net: nn.Module | None = None) -> tuple[nn.Module, History]:
+def meta_train(
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    callback: IterationCallback | None = None,
+    problem: MetaProblem | None = None,
+    net: nn.Module | None = None,
+) -> tuple[nn.Module, History]:
     """Meta-train a learned optimizer; return the best network (on validation) and the history.
 
     Args:
@@ -136,8 +141,9 @@ def meta_train(config: TrainConfig, out_dir: str | Path | None = None, resume: b
     started = time.perf_counter() - training.elapsed
     for iteration in range(training.iteration, config.iterations):
         indices = list(range(iteration * config.batch_size, (iteration + 1) * config.batch_size))
-        meta_loss, grad_norm, ok = _unroll_and_step(net, meta_opt, problem, indices, config,
-                                                    weights)
+        meta_loss, grad_norm, ok = _unroll_and_step(
+            net, meta_opt, problem, indices, config, weights
+        )
         training.skipped += 0 if ok else 1
         training.iteration = iteration + 1
         val_loss = math.nan
@@ -147,14 +153,21 @@ def meta_train(config: TrainConfig, out_dir: str | Path | None = None, resume: b
                 training.best_val, training.best_iteration = val_loss, training.iteration
                 training.best_weights = _copy_weights(net)
         training.elapsed = time.perf_counter() - started
-        row = {"iteration": training.iteration, "meta_loss": meta_loss, "val_loss": val_loss,
-               "grad_norm": grad_norm, "skipped": training.skipped,
-               "wall_time": training.elapsed}
+        row = {
+            "iteration": training.iteration,
+            "meta_loss": meta_loss,
+            "val_loss": val_loss,
+            "grad_norm": grad_norm,
+            "skipped": training.skipped,
+            "wall_time": training.elapsed,
+        }
         history.rows.append(row)
         if run_dir is not None:
             _append_metrics(run_dir, row)
-            if (training.iteration % config.checkpoint_every == 0
-                    or training.iteration == config.iterations):
+            if (
+                training.iteration % config.checkpoint_every == 0
+                or training.iteration == config.iterations
+            ):
                 save_checkpoint(run_dir, net, meta_opt, training, config.to_dict())
         if callback is not None:
             callback(row)
@@ -163,20 +176,29 @@ def meta_train(config: TrainConfig, out_dir: str | Path | None = None, resume: b
     if training.best_iteration >= 0:
         net.load_state_dict(training.best_weights)
     if run_dir is not None:
-        save_optimizer(net, run_dir, extra={
-            "train_config": config.to_dict(),
-            "best_val_loss": training.best_val,
-            "best_iteration": training.best_iteration,
-            "iterations": training.iteration,
-            "skipped": training.skipped,
-            "train_seconds": training.elapsed,
-        })
+        save_optimizer(
+            net,
+            run_dir,
+            extra={
+                "train_config": config.to_dict(),
+                "best_val_loss": training.best_val,
+                "best_iteration": training.best_iteration,
+                "iterations": training.iteration,
+                "skipped": training.skipped,
+                "train_seconds": training.elapsed,
+            },
+        )
     return net, history
 
 
-def _unroll_and_step(net: nn.Module, meta_opt: torch.optim.Optimizer, problem: MetaProblem,
-                     indices: list[int], config: TrainConfig, weights: torch.Tensor
-                     ) -> tuple[float, float, bool]:
+def _unroll_and_step(
+    net: nn.Module,
+    meta_opt: torch.optim.Optimizer,
+    problem: MetaProblem,
+    indices: list[int],
+    config: TrainConfig,
+    weights: torch.Tensor,
+) -> tuple[float, float, bool]:
     """One meta-iteration: a full unroll, one Adam step per truncation window.
 
     Returns the mean loss per step over the unroll, the last window's meta-gradient norm, and
@@ -187,8 +209,9 @@ def _unroll_and_step(net: nn.Module, meta_opt: torch.optim.Optimizer, problem: M
     total, count, grad_norm = 0.0, 0, 0.0
     while state.step < config.horizon:
         steps = min(config.truncation, config.horizon - state.step)
-        objective, losses, end = truncation_window(net, state, observe, steps, weights,
-                                                   batch, config.second_order)
+        objective, losses, end = truncation_window(
+            net, state, observe, steps, weights, batch, config.second_order
+        )
         meta_opt.zero_grad(set_to_none=True)
         if not torch.isfinite(objective) or not torch.isfinite(losses).all():
             return _mean(total, count), math.nan, False
@@ -222,8 +245,9 @@ def _copy_weights(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
     current = json.loads(config.to_json())
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k != "iterations" and saved.get(k) != current.get(k))
+    differ = sorted(
+        k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k)
+    )
     if differ:
         raise L2OError(
             f"the checkpoint was written with a different config ({', '.join(differ)} differ); "

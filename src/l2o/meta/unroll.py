@@ -45,8 +45,12 @@ class UnrollState:
     step: int
 
     def detach(self) -> UnrollState:
-        return UnrollState(self.theta.detach(), self.inputs.detach(),
-                           tuple(s.detach() for s in self.state), self.step)
+        return UnrollState(
+            self.theta.detach(),
+            self.inputs.detach(),
+            tuple(s.detach() for s in self.state),
+            self.step,
+        )
 
 
 def start_unroll(net: nn.Module, theta0: Tensor, observe: Observe) -> UnrollState:
@@ -54,8 +58,9 @@ def start_unroll(net: nn.Module, theta0: Tensor, observe: Observe) -> UnrollStat
     return UnrollState(theta0, inputs, net.init_state(theta0.numel()), 0)
 
 
-def apply_net(net: nn.Module, inputs: Tensor, state: tuple[Tensor, ...]
-              ) -> tuple[Tensor, tuple[Tensor, ...]]:
+def apply_net(
+    net: nn.Module, inputs: Tensor, state: tuple[Tensor, ...]
+) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The coordinatewise network on every coordinate of every instance: (B, D, ...) → (B, D)."""
     B, D = inputs.shape[:2]
     update, state = net(inputs.reshape(B * D, *inputs.shape[2:]), state)
@@ -74,9 +79,15 @@ def step_weights(kind: str, horizon: int) -> Tensor:
     return w
 
 
-def truncation_window(net: nn.Module, start: UnrollState, observe: Observe, steps: int,
-                      weights: Tensor, batch: TaskBatch | None = None,
-                      second_order: bool = False) -> tuple[Tensor, Tensor, UnrollState]:
+def truncation_window(
+    net: nn.Module,
+    start: UnrollState,
+    observe: Observe,
+    steps: int,
+    weights: Tensor,
+    batch: TaskBatch | None = None,
+    second_order: bool = False,
+) -> tuple[Tensor, Tensor, UnrollState]:
     """Run ``steps`` optimizee steps from ``start``.
 
     Returns:
@@ -116,8 +127,13 @@ def _grad_with_graph(batch: TaskBatch, theta: Tensor, step: int) -> Tensor:
 
 
 @torch.no_grad()
-def run_learned(net: nn.Module, theta0: Tensor, observe: Observe, steps: int,
-                record: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def run_learned(
+    net: nn.Module,
+    theta0: Tensor,
+    observe: Observe,
+    steps: int,
+    record: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Run the network for ``steps`` steps without meta-gradients.
 
     Returns ``record(θ_t)`` for t = 0..steps stacked as ``(steps + 1, B)`` (``record`` defaults

@@ -35,5 +35,12 @@ def net_names() -> list[str]:
     return sorted(_NETS)
 
 
-__all__ = ["LSTMOptimizer", "build_net", "log_sign", "lstm_update", "net_names", "preprocess",
-           "register_net"]
+__all__ = [
+    "LSTMOptimizer",
+    "build_net",
+    "log_sign",
+    "lstm_update",
+    "net_names",
+    "preprocess",
+    "register_net",
+]

@@ -20,8 +20,9 @@ from l2o.nets.preprocess import PREPROCESS_KINDS, feature_count, preprocess
 State = tuple[Tensor, ...]  # (h₁, c₁, h₂, c₂, ...), each (n, hidden_size)
 
 
-def lstm_update(weights: Mapping[str, Tensor], features: Tensor, state: State,
-                output_scale: float) -> tuple[Tensor, State]:
+def lstm_update(
+    weights: Mapping[str, Tensor], features: Tensor, state: State, output_scale: float
+) -> tuple[Tensor, State]:
     """One step of the stacked LSTM for n coordinates at once.
 
     Args:
@@ -38,8 +39,9 @@ def lstm_update(weights: Mapping[str, Tensor], features: Tensor, state: State,
     new_state: list[Tensor] = []
     for layer in range(len(state) // 2):
         h, c = state[2 * layer], state[2 * layer + 1]
-        gates = torch.addmm(weights[f"cell{layer}.bias"], torch.cat((x, h), dim=1),
-                            weights[f"cell{layer}.weight"])
+        gates = torch.addmm(
+            weights[f"cell{layer}.bias"], torch.cat((x, h), dim=1), weights[f"cell{layer}.weight"]
+        )
         H = h.shape[1]
         sig = torch.sigmoid(gates[:, : 3 * H])
         i, f, o = sig[:, :H], sig[:, H : 2 * H], sig[:, 2 * H :]
@@ -64,9 +66,15 @@ class LSTMOptimizer(nn.Module):
 
     kind = "lstm"
 
-    def __init__(self, hidden_size: int = 20, layers: int = 2, output_scale: float = 0.1,
-                 preprocess: str = "log_sign", preprocess_p: float = 10.0,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        layers: int = 2,
+        output_scale: float = 0.1,
+        preprocess: str = "log_sign",
+        preprocess_p: float = 10.0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         if preprocess not in PREPROCESS_KINDS:
             raise L2OError(

@@ -43,10 +43,12 @@ class MinibatchStream:
         """Row indices ``(B, batch_size)`` of the data at ``step``."""
         while step >= len(self.drawn) * self.CHUNK:
             self.drawn.append(
-                torch.stack([
-                    torch.randint(self.n, (self.CHUNK, self.batch_size), generator=g)
-                    for g in self.generators
-                ])
+                torch.stack(
+                    [
+                        torch.randint(self.n, (self.CHUNK, self.batch_size), generator=g)
+                        for g in self.generators
+                    ]
+                )
             )
         return self.drawn[step // self.CHUNK][:, step % self.CHUNK]
 
@@ -54,8 +56,16 @@ class MinibatchStream:
 class MLPBatch(TaskBatch):
     """B MLPs, each with its own initialisation and minibatch stream, on shared data (X, y)."""
 
-    def __init__(self, shape: MLPShape, X: Tensor, y: Tensor, theta0: Tensor,
-                 stream: MinibatchStream, activation: str, loss: str) -> None:
+    def __init__(
+        self,
+        shape: MLPShape,
+        X: Tensor,
+        y: Tensor,
+        theta0: Tensor,
+        stream: MinibatchStream,
+        activation: str,
+        loss: str,
+    ) -> None:
         self.shape, self.X, self.y, self.theta0 = shape, X, y, theta0
         self.stream, self.activation, self.loss_name = stream, activation, loss
         self.size, self.dim = theta0.shape
@@ -89,8 +99,13 @@ class DigitsMLP(TaskFamily):
 
     name = "digits-mlp"
 
-    def __init__(self, hidden: Sequence[int] = (20,), activation: str = "sigmoid",
-                 batch_size: int = 128, loss: str = "cross_entropy") -> None:
+    def __init__(
+        self,
+        hidden: Sequence[int] = (20,),
+        activation: str = "sigmoid",
+        batch_size: int = 128,
+        loss: str = "cross_entropy",
+    ) -> None:
         if isinstance(hidden, int):
             hidden = [hidden]
         if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
@@ -110,8 +125,12 @@ class DigitsMLP(TaskFamily):
         self.dim = self.shape.dim
 
     def options(self) -> dict:
-        return {"hidden": self.hidden, "activation": self.activation,
-                "batch_size": self.batch_size, "loss": self.loss}
+        return {
+            "hidden": self.hidden,
+            "activation": self.activation,
+            "batch_size": self.batch_size,
+            "loss": self.loss,
+        }
 
     def data(self, split: str) -> tuple[Tensor, Tensor]:
         """Meta-training (train, validation) sees one half of the images, test the other."""

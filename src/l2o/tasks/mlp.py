@@ -38,9 +38,7 @@ class MLPShape:
         B = theta.shape[0]
         layers = []
         for (w, b), fan_in, fan_out in zip(self.slices, self.sizes[:-1], self.sizes[1:]):
-            layers.append(
-                (theta[:, w].view(B, fan_in, fan_out), theta[:, b].view(B, 1, fan_out))
-            )
+            layers.append((theta[:, w].view(B, fan_in, fan_out), theta[:, b].view(B, 1, fan_out)))
         return layers
 
     def init(self, generator: torch.Generator) -> Tensor:
@@ -78,8 +76,9 @@ def _loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
     return (logits - onehot).pow(2).mean((-2, -1))
 
 
-def mlp_loss(theta: Tensor, shape: MLPShape, x: Tensor, labels: Tensor, activation: str,
-             loss: str) -> Tensor:
+def mlp_loss(
+    theta: Tensor, shape: MLPShape, x: Tensor, labels: Tensor, activation: str, loss: str
+) -> Tensor:
     """Differentiable loss ``(B,)`` of B MLPs on their own inputs ``x`` ``(B, m, in)``."""
     h = x
     layers = shape.unflatten(theta)
@@ -90,8 +89,9 @@ def mlp_loss(theta: Tensor, shape: MLPShape, x: Tensor, labels: Tensor, activati
     return _loss(h, labels, loss)
 
 
-def mlp_loss_and_grad(theta: Tensor, shape: MLPShape, x: Tensor, labels: Tensor,
-                      activation: str, loss: str) -> tuple[Tensor, Tensor]:
+def mlp_loss_and_grad(
+    theta: Tensor, shape: MLPShape, x: Tensor, labels: Tensor, activation: str, loss: str
+) -> tuple[Tensor, Tensor]:
     """Loss ``(B,)`` and gradient ``(B, dim)`` by manual backprop (no autograd graph)."""
     with torch.no_grad():
         layers = shape.unflatten(theta)
