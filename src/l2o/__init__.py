@@ -6,21 +6,24 @@ Example:
     >>> net, history = l2o.meta_train(cfg)
 """
 
-from l2o import tasks
+from l2o import pretrained, tasks
 from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
 from l2o.meta import meta_train
 from l2o.nets import LSTMOptimizer, build_net
+from l2o.optim import LearnedOptimizer
 from l2o.serialization import load, save_optimizer
 
 __all__ = [
     "L2OError",
     "LSTMOptimizer",
+    "LearnedOptimizer",
     "TrainConfig",
     "build_net",
     "load",
     "load_config",
     "meta_train",
+    "pretrained",
     "save_optimizer",
     "tasks",
 ]

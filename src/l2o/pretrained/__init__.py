@@ -6,6 +6,8 @@ Each ``NAME.safetensors`` here was produced by the command in its ``NAME.card.js
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 from torch import nn
@@ -38,3 +40,14 @@ def pretrained(name: str) -> nn.Module:
     from l2o.serialization import load
 
     return load(path(name))
+
+
+class _CallableModule(types.ModuleType):
+    """``l2o.pretrained`` is this module and the loader at once: ``l2o.pretrained("quadratic")``
+    and ``l2o.pretrained.names()`` both work, and ``from l2o import pretrained`` keeps working."""
+
+    def __call__(self, name: str) -> nn.Module:
+        return pretrained(name)
+
+
+sys.modules[__name__].__class__ = _CallableModule
