@@ -10,6 +10,7 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,33 @@ class BaselineRunner(Runner):
         self.name = name or baseline.name
 
     def run(self, batch: TaskBatch, steps: int) -> Tensor:
+        curve = [batch.eval_loss(theta) for theta in self.trajectory(batch, steps)]
+        return torch.stack(curve)
+
+    def final_loss(self, batch: TaskBatch, steps: int) -> Tensor:
+        """``batch.eval_loss(θ_steps)``, shape ``(B,)``: what tuning needs, without the curve.
+
+        Stops early once every instance has diverged (the result is then non-finite anyway).
+        """
+        theta = batch.init_params()
+        for theta in self.trajectory(batch, steps):
+            if (~torch.isfinite(theta)).any(dim=1).all():
+                break
+        return batch.eval_loss(theta)
+
+    def trajectory(self, batch: TaskBatch, steps: int) -> Iterator[Tensor]:
+        """θ_0, ..., θ_steps on the batch: one loop for curves and tuning.
+
+        Each θ is a detached view of the live tensor, updated in place: use it before the next.
+        """
         theta = batch.init_params().requires_grad_(True)
         opt = self.baseline.make([theta], self.hyperparameters)
-        curve = [batch.eval_loss(theta.detach())]
+        yield theta.detach()
         for step in range(steps):
             _, grad = batch.loss_and_grad(theta.detach(), step)
             theta.grad = grad
             opt.step()
-            curve.append(batch.eval_loss(theta.detach()))
-        return torch.stack(curve)
+            yield theta.detach()
 
 
 def resolve_optimizer(spec: str) -> Runner:
