@@ -202,12 +202,15 @@ def _check_net(net: nn.Module) -> None:
             f"net must be an l2o learned optimizer network (l2o.pretrained, l2o.load), "
             f"got {type(net).__name__}"
         )
-    expected = net.weights()["cell0.weight"].shape[0] - net.hidden_size
-    got = net.features(torch.zeros(1)).shape
-    if got != (1, expected):
+    expected = (1, net.weights()["cell0.weight"].shape[0] - net.hidden_size)
+    try:
+        got = tuple(net.features(torch.zeros(1)).shape)
+    except (IndexError, RuntimeError, ValueError):
+        got = None
+    if getattr(net, "k", 1) != 1 or got != expected:
         raise L2OError(
-            f"{type(net).__name__} does not take one gradient per coordinate (features of shape "
-            f"{tuple(got)}, expected (1, {expected})): LearnedOptimizer applies single-gradient "
+            f"{type(net).__name__} does not take one gradient per coordinate (features of one "
+            f"gradient: {got}, expected {expected}): LearnedOptimizer applies single-gradient "
             "networks; a concurrent optimizer needs its K gradients per step"
         )
 
