@@ -1,0 +1,240 @@
+"""``l2o compare TASK --optimizer OPT``: tuned baselines vs a learned optimizer, on test.
+
+l2o compare quadratic --optimizer runs/quadratic --out runs/compare-quadratic
+l2o compare digits-mlp --optimizer runs/digits-mlp --steps 200 --out runs/compare-digits
+l2o compare digits-mlp --optimizer runs/digits-mlp --generalization all --out runs/gen
+l2o compare quadratic --optimizer runs/quadratic --out runs/compare-quadratic --replot
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2o.cli.common import add_common, progress, say
+from l2o.compare.comparison import (
+    DEFAULT_BASELINES,
+    Outcome,
+    best_baseline,
+    compare,
+    default_storage,
+    write_outcome,
+)
+from l2o.compare.generalization import (
+    GROUPS,
+    SETTINGS,
+    Setting,
+    read_rows,
+    select_settings,
+    table_row,
+    training_horizon,
+    write_table,
+)
+from l2o.compare.plots import replot
+from l2o.config import apply_overrides
+from l2o.errors import L2OError
+from l2o.evaluate import LearnedRunner, Runner, resolve_optimizer
+from l2o.tasks import get_task
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compare",
+        help="tune the baselines on validation, then compare them with an optimizer on test",
+        description="Tune every baseline with Optuna on the task's validation instances (stored "
+        "in tuning.db and reused on reruns), then run the baselines and OPTIMIZER on the same "
+        "test instances; write results.json, curves.csv and comparison.png.",
+    )
+    parser.add_argument("task", help="task name (see `l2o list`)")
+    parser.add_argument(
+        "--optimizer",
+        required=False,
+        help="the optimizer to compare: run folder, .safetensors, pretrained name, or "
+        "NAME[:k=v,...] (required unless --replot)",
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(DEFAULT_BASELINES),
+        help=f"comma-separated baselines to tune (default {','.join(DEFAULT_BASELINES)})",
+    )
+    parser.add_argument("--steps", type=int, default=100, help="optimizee steps (default 100)")
+    parser.add_argument("--instances", type=int, default=100, help="test instances (default 100)")
+    parser.add_argument(
+        "--trials", type=int, default=40, help="Optuna trials per baseline study (default 40)"
+    )
+    parser.add_argument(
+        "--tune-instances",
+        type=int,
+        default=64,
+        help="validation instances per tuning trial (default 64)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default sqlite:///OUT/tuning.db; postgresql://... works too)",
+    )
+    parser.add_argument(
+        "--generalization",
+        default=None,
+        metavar="LIST",
+        help="also run the generalisation study: comma-separated settings or groups from "
+        f"{', '.join([*GROUPS, *SETTINGS])} (horizons are multiples of the training horizon)",
+    )
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw the figures from the files in --out only"
+    )
+    parser.add_argument(
+        "--task-option",
+        dest="task_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, e.g. hidden=[40] (repeatable)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1; 2 cores are shared)"
+    )
+    add_common(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or Path("runs") / f"compare-{args.task}"
+    settings = _settings(args)
+    if args.replot:
+        return _replot(out, settings)
+    if not args.optimizer:
+        raise L2OError("--optimizer is required (a run folder, pretrained name or baseline)")
+    for flag in ("steps", "instances", "trials", "tune_instances", "threads"):
+        if getattr(args, flag) < 1:
+            raise L2OError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    torch.set_num_threads(args.threads)
+    _quiet_optuna()
+    options = apply_overrides({}, args.task_options)
+    family = get_task(args.task, options)  # validates the task before anything runs
+    learned = resolve_optimizer(args.optimizer)
+    storage = args.storage or default_storage(out)
+    baselines = [b for b in args.baselines.split(",") if b.strip()]
+    seed = 0 if args.seed is None else args.seed
+    started = time.perf_counter()
+
+    outcome = _compare(args, family, learned, baselines, args.steps, out, storage, seed)
+    _report(outcome, write_outcome(out, outcome), out)
+
+    if settings:
+        info = getattr(getattr(learned, "net", None), "info", None)
+        horizon = training_horizon(info, args.steps)
+        rows = []
+        for setting in settings:
+            folder = out / "generalization" / setting.name
+            steps = setting.horizon * horizon
+            say(f"== {setting.name}: {setting.description}, {steps} steps")
+            fam = get_task(args.task, {**options, **setting.task_options})
+            result = _compare(args, fam, learned, baselines, steps, folder, storage, seed)
+            rows.append(table_row(setting, _report(result, write_outcome(folder, result), folder)))
+        table = write_table(out, rows)
+        say(table.read_text().rstrip())
+        say(f"wrote {table} and generalization.json")
+    say(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _compare(
+    args: argparse.Namespace,
+    family: Any,
+    learned: Runner,
+    baselines: list[str],
+    steps: int,
+    out: Path,
+    storage: str,
+    seed: int,
+) -> Outcome:
+    bar = progress(len(baselines) * args.trials, f"tuning {family.name}", unit="trial")
+    counted: dict[str, int] = {}
+
+    def on_trial(baseline: str, finished: int, target: int) -> None:
+        # Trials a reused study already had count as done when its first new trial ends.
+        bar.update(min(finished, target) - counted.get(baseline, 0))
+        counted[baseline] = min(finished, target)
+
+    def on_stage(stage: str) -> None:
+        bar.set_description(stage)
+
+    try:
+        outcome = compare(
+            family,
+            learned,
+            baselines,
+            steps=steps,
+            instances=args.instances,
+            trials=args.trials,
+            tune_instances=args.tune_instances,
+            storage=storage,
+            seed=seed,
+            on_trial=on_trial,
+            on_stage=on_stage,
+        )
+    finally:
+        bar.close()
+    if isinstance(learned, LearnedRunner):
+        outcome.settings["optimizer"] = args.optimizer
+    return outcome
+
+
+def _report(outcome: Outcome, results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Draw comparison.png from the files just written and print the summary table."""
+    replot(out)
+    learned = results.get("learned")
+    for name, stats in results["optimizers"].items():
+        tuning = results["tuning"].get(name)
+        note = " (learned)" if name == learned else ""
+        if tuning:
+            hp = ", ".join(f"{k}={_num(v)}" for k, v in sorted(stats["hyperparameters"].items()))
+            note = f" [{hp}; {tuning['trials']} trials, {tuning['new_trials']} new]"
+        say(
+            f"{name:>10}: median final loss {_num(stats['final_loss_median'])} "
+            f"[{_num(stats['final_loss_q25'])}, {_num(stats['final_loss_q75'])}], "
+            f"mean {_num(stats['final_loss_mean'])}, {stats['ms_per_step']:.3f} ms/step{note}"
+        )
+    best = best_baseline(results)
+    if learned in results["optimizers"] and best:
+        mine = results["optimizers"][learned]["final_loss_median"]
+        theirs = results["optimizers"][best]["final_loss_median"]
+        if mine is not None and theirs:
+            say(
+                f"{learned} / best tuned baseline ({best}): {mine / theirs:.3g} (median final loss)"
+            )
+    say(f"wrote {out}/results.json, curves.csv, comparison.png")
+    return results
+
+
+def _replot(out: Path, settings: list[Setting]) -> int:
+    say(f"wrote {replot(out)}")
+    if settings:
+        for setting in settings:
+            replot(out / "generalization" / setting.name)
+        table = write_table(out, read_rows(out, settings))
+        say(table.read_text().rstrip())
+        say(f"wrote {table} and the figures of {len(settings)} settings")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> list[Setting]:
+    if not args.generalization:
+        return []
+    return select_settings(args.generalization.split(","), args.task)
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs a line per trial at INFO; the progress bar says the same, once."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _num(x: float | None) -> str:
+    return "diverged" if x is None else f"{x:.4g}"

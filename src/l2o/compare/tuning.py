@@ -1,0 +1,201 @@
+"""Tuning the baselines with Optuna, on validation instances only.
+
+One Optuna study per (task and its options, baseline, steps, validation instances, search space),
+kept in any Optuna storage: an SQLite file by default (``tuning.db`` in the output folder), a
+PostgreSQL URL just as well. Running again reuses the study and only adds the missing trials, so
+tuning is paid once and can be extended (``trials`` is the total a study should reach).
+
+The objective of a trial is the mean final loss (``eval_loss`` after ``steps`` steps) over the
+validation instances ``0..instances-1``; the test split is never sampled here. A run that diverges
+(a non-finite or absurdly large final loss) scores :data:`PENALTY` instead of crashing the study.
+
+Example:
+    >>> from l2o.tasks import get_task
+    >>> tuned = tune(get_task("quadratic"), "adam", steps=20, trials=3, instances=8,
+    ...              storage="sqlite:///:memory:")
+    >>> sorted(tuned.hyperparameters)
+    ['lr']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+
+from l2o.baselines import Baseline, get_baseline
+from l2o.errors import L2OError
+from l2o.evaluate import BaselineRunner
+from l2o.tasks import TaskFamily
+
+log = logging.getLogger(__name__)
+
+PENALTY = 1e10  # the score of a diverged trial: finite, so TPE ranks it last instead of failing
+TUNING_SPLIT = "validation"  # never "test": every number we report comes from test
+
+# (baseline name, trials finished in this study, trials the study should reach)
+TrialCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A baseline's tuned hyperparameters and where they came from."""
+
+    baseline: str
+    hyperparameters: dict[str, Any]
+    validation_loss: float  # the best trial's objective: mean final validation loss
+    trials: int  # finished trials in the study
+    new_trials: int  # of which run by this call (0: the study was already tuned)
+    study_name: str
+
+    def record(self) -> dict[str, Any]:
+        """What results.json keeps about this tuning (enough to find the study again)."""
+        return {
+            "study": self.study_name,
+            "split": TUNING_SPLIT,
+            "validation_mean_final_loss": self.validation_loss,
+            "trials": self.trials,
+            "new_trials": self.new_trials,
+        }
+
+
+def study_name(family: TaskFamily, baseline: Baseline, steps: int, instances: int) -> str:
+    """A readable name, plus a hash of everything that makes two studies incomparable.
+
+    Task options and the search space are hashed in: a study tuned for ``hidden=[40]`` or for an
+    older search space is never silently extended with trials of another.
+    """
+    space = {k: [r.low, r.high, r.log] for k, r in sorted(baseline.search_space.items())}
+    key = json.dumps(
+        {"task": family.name, "options": family.options(), "space": space, "fixed": baseline.fixed},
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    return f"{family.name}/{baseline.name}/steps={steps}/val={instances}/{digest}"
+
+
+def objective_value(final: torch.Tensor) -> float:
+    """Mean final loss, or :data:`PENALTY` if any instance diverged (or the mean is huge)."""
+    value = float(final.double().mean())
+    return value if math.isfinite(value) and value < PENALTY else PENALTY
+
+
+def validation_loss(
+    family: TaskFamily,
+    baseline: Baseline,
+    hyperparameters: dict[str, Any],
+    steps: int,
+    instances: int,
+) -> float:
+    """The tuning objective of one set of hyperparameters (fresh validation batch each call)."""
+    batch = family.sample(TUNING_SPLIT, list(range(instances)))
+    with torch.no_grad():
+        final = BaselineRunner(baseline, hyperparameters).final_loss(batch, steps)
+    return objective_value(final)
+
+
+def suggest(trial: optuna.Trial, baseline: Baseline) -> dict[str, Any]:
+    return {
+        name: trial.suggest_float(name, r.low, r.high, log=r.log)
+        for name, r in sorted(baseline.search_space.items())
+    }
+
+
+def tune(
+    family: TaskFamily,
+    baseline: str | Baseline,
+    steps: int,
+    trials: int,
+    instances: int,
+    storage: str,
+    seed: int = 0,
+    on_trial: TrialCallback | None = None,
+) -> Tuned:
+    """Tune one baseline on ``family``'s validation instances until its study has ``trials``.
+
+    Args:
+        family: the task family (its options are part of the study's identity).
+        baseline: a name from :data:`l2o.baselines.BASELINES` or the baseline itself.
+        steps: optimizee steps per run; the final loss after them is the objective.
+        trials: the number of finished trials the study should have; only the missing ones run.
+        instances: validation instances ``0..instances-1`` in every trial.
+        storage: an Optuna storage URL (``sqlite:///out/tuning.db``, ``postgresql://...``).
+        seed: seeds the TPE sampler (offset by the trials already finished, so an extended study
+            explores new points instead of replaying its first ones).
+        on_trial: called after every trial with (baseline, finished, target).
+
+    Returns:
+        The best hyperparameters found so far and the study's bookkeeping.
+    """
+    if trials < 1 or steps < 1 or instances < 1:
+        raise L2OError(
+            f"trials, steps and tuning instances must be >= 1, got {trials}, {steps}, {instances}"
+        )
+    base = get_baseline(baseline) if isinstance(baseline, str) else baseline
+    name = study_name(family, base, steps, instances)
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="minimize", load_if_exists=True
+        )
+    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
+        raise L2OError(
+            f"cannot open the Optuna storage {redact(storage)!r}: {exc}; give a valid --storage "
+            "URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
+        ) from None
+    done = _finished(study)
+    # A crashed run can leave RUNNING/FAIL trials behind; they are ignored, never counted.
+    missing = max(0, trials - done)
+    if missing:
+        study.sampler = optuna.samplers.TPESampler(seed=seed + done)
+        study.set_user_attr("task", family.name)
+        study.set_user_attr("task_options", family.options())
+        study.set_user_attr("baseline", base.name)
+        study.set_user_attr("steps", steps)
+        study.set_user_attr("instances", instances)
+        study.set_user_attr("split", TUNING_SPLIT)
+
+        def objective(trial: optuna.Trial) -> float:
+            value = validation_loss(family, base, suggest(trial, base), steps, instances)
+            trial.set_user_attr("diverged", value >= PENALTY)
+            return value
+
+        def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if on_trial is not None:
+                on_trial(base.name, _finished(study), trials)
+
+        log.info("tuning %s: %d new trial(s) in study %s", base.name, missing, name)
+        study.optimize(objective, n_trials=missing, callbacks=[callback], catch=())
+    if not base.search_space:  # nothing to tune: the defaults are the answer
+        best: dict[str, Any] = {}
+    else:
+        best = dict(study.best_trial.params)
+    return Tuned(
+        baseline=base.name,
+        hyperparameters=best,
+        validation_loss=float(study.best_value),
+        trials=_finished(study),
+        new_trials=missing,
+        study_name=name,
+    )
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password (it goes into results.json and error messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
