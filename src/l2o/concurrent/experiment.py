@@ -1,0 +1,453 @@
+"""A concurrent experiment end to end: train a combiner, record λ, test it against references.
+
+    results = run_experiment(load_concurrent_config(None, ["combiner=softmax"], "noise"), "runs/c")
+
+1. build K optimizees with an initializer and put the clean one in a random slot (per run, or
+   per instance for ``attention``);
+2. meta-train the combiner with the core loop on the clean objective, recording λ every
+   meta-iteration (``lambdas.csv``, drawn as ``lambdas.png``);
+3. meta-train each reference (``mean``, ``median``, ``trimmed-mean``, ``oracle``: the
+   single-gradient LSTM on one combined gradient) with the same config and seed, and tune Adam's
+   learning rate on the mean gradient on validation instances (``adam``);
+4. run everything on the same test instances, scored on clean held-out data (``results.json``,
+   ``curves.csv``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
+from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
+from l2o.concurrent.plots import LAMBDA_FIELDS, plot_lambdas
+from l2o.concurrent.problem import SLOT_MODES, ConcurrentProblem
+from l2o.config import TrainConfig, apply_overrides, config_from_dict
+from l2o.errors import L2OError
+from l2o.evaluate import Evaluation, write_evaluation
+from l2o.meta.train import meta_train
+from l2o.meta.unroll import run_learned
+from l2o.serialization import atomic_write_text, save_optimizer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+REFERENCES = ("mean", "median", "trimmed-mean", "oracle", "adam")
+
+
+@dataclass(frozen=True)
+class ConcurrentConfig:
+    """A concurrent experiment. Keys not listed here go to the training config (``train``)."""
+
+    initializer: str = "noise"  # how the K optimizees are built (see `l2o list`)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the initializer's, e.g. levels
+    combiner: str = "softmax"  # the concurrent net trained and recorded
+    logit_scale: float = 10.0  # softmax: λ = softmax(logit_scale · w), how fast λ may move
+    clean_slot: int = -1  # -1: random per run (from the seed); i: force slot i (fixed mode)
+    slot_mode: str = "auto"  # fixed | shuffle (per instance) | auto (shuffle for attention)
+    references: tuple[str, ...] = REFERENCES  # trained / tuned and tested beside the combiner
+    eval_instances: int = 64  # test instances
+    eval_steps: int = 0  # optimizee steps at test time (0: the training horizon)
+    adam_lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # tuning grid
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "references", tuple(self.references))
+        object.__setattr__(self, "adam_lrs", tuple(float(x) for x in self.adam_lrs))
+        default_task(self.initializer)  # validates the name
+        if self.combiner not in COMBINERS:
+            raise L2OError(f"unknown combiner {self.combiner!r}; known: {', '.join(COMBINERS)}")
+        unknown = [r for r in self.references if r not in REFERENCES]
+        if unknown:
+            raise L2OError(
+                f"unknown reference(s) {', '.join(unknown)}; known: {', '.join(REFERENCES)}"
+            )
+        if self.slot_mode not in (*SLOT_MODES, "auto"):
+            raise L2OError(f"slot_mode must be fixed, shuffle or auto, got {self.slot_mode!r}")
+        if not self.logit_scale > 0:
+            raise L2OError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.eval_instances < 1 or self.eval_steps < 0:
+            raise L2OError("eval_instances must be >= 1 and eval_steps >= 0 (0: the horizon)")
+        if not self.adam_lrs or min(self.adam_lrs) <= 0:
+            raise L2OError(f"adam_lrs must be a non-empty list of rates > 0, got {self.adam_lrs}")
+
+    @property
+    def mode(self) -> str:
+        if self.slot_mode != "auto":
+            return self.slot_mode
+        return "shuffle" if self.combiner == "attention" else "fixed"
+
+    @property
+    def steps(self) -> int:
+        return self.eval_steps or self.train.horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
+        return {
+            **own,
+            "references": list(self.references),
+            "adam_lrs": list(self.adam_lrs),
+            "train": self.train.to_dict(),
+        }
+
+
+_OWN_KEYS = {f.name for f in dataclasses.fields(ConcurrentConfig)} - {"train"}
+
+
+def load_concurrent_config(
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    initializer: str | None = None,
+    task: str | None = None,
+    combiner: str | None = None,
+    seed: int | None = None,
+) -> ConcurrentConfig:
+    """TOML file (optional) + ``key=value`` overrides + the CLI's positional choices.
+
+    Example:
+        >>> cfg = load_concurrent_config(None, ["horizon=20", "options.levels=[0.1, 1]"], "noise")
+        >>> cfg.options, cfg.train.horizon, cfg.train.task
+        ({'levels': [0.1, 1]}, 20, 'quadratic')
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise L2OError(f"config file {path} does not exist")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
+    values = apply_overrides(values, overrides)
+    if initializer is not None:
+        values["initializer"] = initializer
+    if combiner is not None:
+        values["combiner"] = combiner
+    if task is not None:
+        values["task"] = task
+    if seed is not None:
+        values["seed"] = seed
+    own = {k: v for k, v in values.items() if k in _OWN_KEYS}
+    rest = {k: v for k, v in values.items() if k not in _OWN_KEYS}
+    rest.setdefault("task", default_task(own.get("initializer", "noise")))
+    try:
+        return ConcurrentConfig(**own, train=config_from_dict(rest))
+    except TypeError as exc:
+        raise L2OError(f"invalid concurrent config: {exc}") from None
+
+
+Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, row)
+
+
+def run_experiment(
+    config: ConcurrentConfig,
+    out_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train, record λ, test against the references; write everything into ``out_dir``.
+
+    Returns the ``results.json`` dictionary.
+    """
+    torch.set_num_threads(config.train.threads)
+    train = config.train
+    cset = build_set(config.initializer, train.task, train.task_options, config.options)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "concurrent.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    nets: dict[str, ConcurrentNet] = {}
+    problems: dict[str, ConcurrentProblem] = {}
+    train_seconds: dict[str, float] = {}
+    lambda_rows: list[dict[str, Any]] = []
+
+    names = [config.combiner] + [r for r in config.references if r not in ("adam", config.combiner)]
+    if cset.clean is None and "oracle" in names:
+        names.remove("oracle")  # no clean optimizee (e.g. shards): nothing to be an oracle of
+    for name in names:
+        main = name == config.combiner
+        net = build_combiner(name, cset.k, seed=train.seed, **_arch(train, config))
+        mode = config.mode if main else "fixed"
+        clean_slot = None if config.clean_slot < 0 else config.clean_slot
+        problem = ConcurrentProblem(cset, net, train.seed, mode, clean_slot)
+        recorder = LambdaRecorder(cset, problem, net) if main else None
+        if recorder is not None:
+            lambda_rows.extend(recorder.initial())
+
+        def on_row(row: dict[str, float], name: str = name, recorder=recorder) -> None:
+            if recorder is not None:
+                lambda_rows.extend(recorder.record(int(row["iteration"])))
+            if progress is not None:
+                progress(f"train {name}", int(row["iteration"]), train.iterations, row)
+
+        net, history = meta_train(
+            train,
+            out_dir=out if main else None,
+            problem=problem.meta_problem(),
+            net=net,
+            callback=on_row,
+        )
+        nets[name], problems[name] = net, problem
+        train_seconds[name] = history.rows[-1]["wall_time"] if history.rows else 0.0
+        if main and out is not None:
+            save_optimizer(
+                net,
+                out,
+                extra={
+                    "train_config": train.to_dict(),
+                    "concurrent": config.to_dict(),
+                    "labels": cset.labels,
+                    "slot_order": problem.fixed.tolist(),
+                    "best_val_loss": history.best_val,
+                    "best_iteration": history.best_iteration,
+                    "train_seconds": train_seconds[name],
+                },
+            )
+
+    adam_lr = None
+    if "adam" in config.references:
+        if progress is not None:
+            progress("tune adam", 0, len(config.adam_lrs), {})
+        adam_lr = tune_adam(cset, config.adam_lrs, min(config.eval_instances, 32), config.steps)
+
+    if progress is not None:
+        progress("test", 0, 1, {})
+    evaluation, lambda_test = test_all(
+        cset, nets, problems, adam_lr, config.eval_instances, config.steps
+    )
+    main_problem = problems[config.combiner]
+    results_extra = {
+        "initializer": config.initializer,
+        "initializer_options": cset.options(),
+        "combiner": config.combiner,
+        "slot_mode": config.mode,
+        "clean_variant": cset.clean,
+        "clean_slot": main_problem.clean_slot if config.mode == "fixed" else None,
+        "slots": _slots(cset, main_problem, config.mode),
+        "lambda_final": _final_lambda(lambda_rows, cset, main_problem, config.mode),
+        "lambda_test": lambda_test,
+        "train_seconds": train_seconds,
+        "train_iterations": train.iterations,
+        "adam_lr": adam_lr,
+        "k": cset.k,
+    }
+    if out is None:
+        from l2o.evaluate import results_dict
+
+        return results_dict(evaluation, results_extra)
+    results = write_evaluation(out, evaluation, results_extra)
+    write_lambdas(out, lambda_rows)
+    plot_lambdas(out, title=f"{config.initializer} on {train.task}: {config.combiner} λ")
+    return results
+
+
+def _arch(train: TrainConfig, config: ConcurrentConfig) -> dict[str, Any]:
+    return {
+        "hidden_size": train.hidden_size,
+        "layers": train.layers,
+        "output_scale": train.output_scale,
+        "preprocess": train.preprocess,
+        "preprocess_p": train.preprocess_p,
+        "logit_scale": config.logit_scale,
+    }
+
+
+class LambdaRecorder:
+    """λ per variant after every meta-iteration (the net's mixing weights, unshuffled).
+
+    Fixed-slot nets have one λ; attention's is per instance and step: the record is its λ at
+    the latest step, averaged over the instances of the latest unroll (training or validation).
+    """
+
+    def __init__(self, cset: ConcurrentSet, problem: ConcurrentProblem, net: ConcurrentNet):
+        self.cset, self.problem, self.net = cset, problem, net
+
+    def lambdas(self) -> Tensor | None:
+        """λ per canonical variant ``(K,)``, or None for nets without mixing weights."""
+        with torch.no_grad():
+            fixed = self.net.mixing()
+            if fixed is not None:
+                lam = torch.empty_like(fixed)
+                lam[self.problem.fixed] = fixed  # slot s holds variant fixed[s]
+                return lam
+            rows = getattr(self.net, "last_mixing", None)
+            perm = self.problem.last_perm
+            if rows is None or perm is None:
+                return None
+            per_instance = rows.view(len(perm), -1, self.cset.k)[:, 0]
+            return per_instance.gather(1, perm.argsort(1)).mean(0)
+
+    def rows(self, iteration: int, lam: Tensor) -> list[dict[str, Any]]:
+        slot_of = self.problem.fixed.argsort().tolist()
+        shuffled = self.problem.mode == "shuffle"
+        return [
+            {
+                "iteration": iteration,
+                "slot": "*" if shuffled else slot_of[v],
+                "variant": v,
+                "label": label,
+                "clean": int(v == self.cset.clean),
+                "lambda": float(lam[v]),
+            }
+            for v, label in enumerate(self.cset.labels)
+        ]
+
+    def initial(self) -> list[dict[str, Any]]:
+        has = self.net.mixing() is not None or hasattr(self.net, "last_mixing")
+        return self.rows(0, torch.full((self.cset.k,), 1.0 / self.cset.k)) if has else []
+
+    def record(self, iteration: int) -> list[dict[str, Any]]:
+        lam = self.lambdas()
+        return [] if lam is None else self.rows(iteration, lam)
+
+
+def write_lambdas(out: Path, rows: list[dict[str, Any]]) -> None:
+    lines = [",".join(LAMBDA_FIELDS)]
+    for r in rows:
+        lines.append(",".join(_csv(r[k]) for k in LAMBDA_FIELDS))
+    atomic_write_text(out / "lambdas.csv", "\n".join(lines) + "\n")
+
+
+def _csv(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    text = str(v)
+    return f'"{text}"' if "," in text else text
+
+
+def _slots(cset: ConcurrentSet, problem: ConcurrentProblem, mode: str) -> list[dict[str, Any]]:
+    """In slot order (fixed mode), or variant order when slots are shuffled per instance."""
+    order = problem.fixed.tolist() if mode == "fixed" else list(range(cset.k))
+    return [
+        {
+            "slot": s if mode == "fixed" else None,
+            "variant": v,
+            "label": cset.labels[v],
+            "clean": v == cset.clean,
+        }
+        for s, v in enumerate(order)
+    ]
+
+
+def _final_lambda(
+    rows: list[dict[str, Any]], cset: ConcurrentSet, problem: ConcurrentProblem, mode: str
+) -> list[float] | None:
+    """The last recorded λ, per slot (fixed) or per variant (shuffle), like ``slots``."""
+    if not rows:
+        return None
+    last = max(r["iteration"] for r in rows)
+    by_variant = {r["variant"]: r["lambda"] for r in rows if r["iteration"] == last}
+    order = problem.fixed.tolist() if mode == "fixed" else list(range(cset.k))
+    return [by_variant[v] for v in order]
+
+
+# --- test-time runs: every optimizer on the same instances, scored on clean held-out data ---
+
+
+def test_all(
+    cset: ConcurrentSet,
+    nets: Mapping[str, ConcurrentNet],
+    problems: Mapping[str, ConcurrentProblem],
+    adam_lr: float | None,
+    instances: int,
+    steps: int,
+    split: str = "test",
+) -> tuple[Evaluation, dict[str, Any]]:
+    """Curves of the clean loss for each net (and Adam), and λ on the clean variant."""
+    family = cset.family
+    evaluation = Evaluation(family.name, family.options(), split, steps, instances)
+    indices = list(range(instances))
+    lambda_test: dict[str, Any] = {}
+    for name, net in nets.items():
+        problem = problems[name]
+        curve, lam = run_concurrent(net, problem, split, indices, steps)
+        evaluation.curves[name] = curve.numpy().astype(np.float64)
+        evaluation.hyperparameters[name] = net.arch_config()
+        start = time.perf_counter()
+        run_concurrent(net, problem, split, [0], 20)
+        evaluation.ms_per_step[name] = (time.perf_counter() - start) * 1000 / 20
+        if lam is not None and cset.clean is not None:
+            clean = lam[:, :, cset.clean]  # (steps, B): λ on the clean variant
+            lambda_test[name] = {
+                "clean_final_step_mean": float(clean[-1].mean()),
+                "clean_all_steps_mean": float(clean.mean()),
+                "clean_final_step_min": float(clean[-1].min()),
+                "per_variant_final_step": lam[-1].mean(0).tolist(),
+            }
+    if adam_lr is not None:
+        batch = cset.sample(split, indices)
+        evaluation.curves["adam"] = run_adam(batch, adam_lr, steps).numpy().astype(np.float64)
+        evaluation.hyperparameters["adam"] = {"lr": adam_lr, "gradient": "mean over K"}
+        start = time.perf_counter()
+        run_adam(cset.sample(split, [0]), adam_lr, 20)
+        evaluation.ms_per_step["adam"] = (time.perf_counter() - start) * 1000 / 20
+    return evaluation, lambda_test
+
+
+@torch.no_grad()
+def run_concurrent(
+    net: ConcurrentNet, problem: ConcurrentProblem, split: str, indices: list[int], steps: int
+) -> tuple[Tensor, Tensor | None]:
+    """Clean-loss curve ``(steps + 1, B)`` and, for mixing nets, λ per step and variant
+    ``(steps, B, K)`` (unshuffled)."""
+    batch = problem.cset.sample(split, indices)
+    perm = problem.permutation(split, indices)
+    observe = problem.observer(batch, perm, net)
+    unshuffle = perm.argsort(1)
+    trace: list[Tensor] = []
+
+    def observe_and_trace(theta: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        loss, grad, inputs = observe(theta, step)
+        if step < steps:  # the λ the net uses for the next update
+            lam = net.mixing(inputs)
+            if lam is not None:
+                lam = lam[:, 0] if lam.dim() == 3 else lam.expand(len(indices), -1)
+                trace.append(lam.gather(1, unshuffle))
+        return loss, grad, inputs
+
+    curve, _ = run_learned(
+        net, batch.init_params(), observe_and_trace, steps, record=batch.eval_loss
+    )
+    return curve, (torch.stack(trace) if trace else None)
+
+
+def run_adam(batch: Any, lr: float, steps: int) -> Tensor:
+    """Adam on the mean of the K gradients; clean-loss curve ``(steps + 1, B)``."""
+    theta = batch.init_params().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    curve = [batch.eval_loss(theta.detach())]
+    for step in range(steps):
+        _, grads = batch.grads(theta.detach(), step)
+        theta.grad = grads.mean(-1)
+        opt.step()
+        curve.append(batch.eval_loss(theta.detach()))
+    return torch.stack(curve)
+
+
+def tune_adam(cset: ConcurrentSet, lrs: Iterable[float], instances: int, steps: int) -> float:
+    """The learning rate with the lowest mean final clean loss on validation instances."""
+    batch_indices = list(range(instances))
+    best, best_lr = math.inf, None
+    for lr in lrs:
+        final = run_adam(cset.sample("validation", batch_indices), lr, steps)[-1]
+        score = float(final.mean()) if torch.isfinite(final).all() else math.inf
+        if score < best or best_lr is None:
+            best, best_lr = score, lr
+    assert best_lr is not None
+    return best_lr
