@@ -62,5 +62,5 @@ def test_mismatched_architecture(tmp_path):
 def test_missing_paths(tmp_path):
     with pytest.raises(L2OError, match="does not exist"):
         l2o.load(tmp_path / "nothing")
-    with pytest.raises(L2OError, match="has no optimizer.safetensors"):
+    with pytest.raises(L2OError, match=r"has no optimizer\.safetensors"):
         l2o.load(tmp_path)

@@ -62,7 +62,7 @@ def test_splits_are_disjoint_and_stable():
 def test_digits_halves_are_disjoint_and_test_uses_the_unseen_half():
     (x_train, _), (x_test, _) = digits_halves()
     assert len(x_train) + len(x_test) == 1797
-    assert 0.0 <= float(x_train.min()) and float(x_train.max()) <= 1.0
+    assert float(x_train.min()) >= 0.0 and float(x_train.max()) <= 1.0
     train_rows = {tuple(r.tolist()) for r in x_train}
     overlap = sum(tuple(r.tolist()) in train_rows for r in x_test)
     assert overlap < 0.05 * len(x_test)  # a few digits images are exact duplicates
