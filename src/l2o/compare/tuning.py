@@ -29,6 +29,7 @@ from typing import Any
 
 import optuna
 import torch
+from sqlalchemy.exc import SQLAlchemyError
 
 from l2o.baselines import Baseline, get_baseline
 from l2o.errors import L2OError
@@ -145,7 +146,12 @@ def tune(
         study = optuna.create_study(
             study_name=name, storage=storage, direction="minimize", load_if_exists=True
         )
-    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
+    except (
+        ValueError,
+        ImportError,
+        SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+    ) as exc:
         raise L2OError(
             f"cannot open the Optuna storage {redact(storage)!r}: {exc}; give a valid --storage "
             "URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
