@@ -168,6 +168,11 @@ def run_experiment(
     torch.set_num_threads(config.train.threads)
     train = config.train
     cset = build_set(config.initializer, train.task, train.task_options, config.options)
+    if config.combiner == "oracle" and cset.clean is None:
+        raise L2OError(
+            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
+            "pick another combiner"
+        )
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

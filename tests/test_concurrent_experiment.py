@@ -1,0 +1,98 @@
+"""``l2o concurrent`` end to end on tiny settings: files, results keys, λ records, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+import l2o
+from l2o.cli.main import main
+from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.concurrent.plots import plot_lambdas
+from l2o.errors import L2OError
+
+TINY = [
+    "iterations=2",
+    "batch_size=2",
+    "horizon=6",
+    "truncation=3",
+    "val_every=2",
+    "val_instances=2",
+    "eval_instances=3",
+    "adam_lrs=[0.01, 0.1]",
+    "options.levels=[0.01, 0.5, 1.0]",
+]
+
+
+def test_softmax_experiment_writes_the_contracted_files(tmp_path):
+    config = load_concurrent_config(
+        None, [*TINY, 'references=["mean", "oracle", "adam"]'], "noise", seed=3
+    )
+    results = run_experiment(config, tmp_path)
+    for name in ("results.json", "lambdas.csv", "lambdas.png", "optimizer.safetensors"):
+        assert (tmp_path / name).is_file(), name
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert set(results["optimizers"]) == {"softmax", "mean", "oracle", "adam"}
+    clean = results["clean_slot"]
+    assert [s["clean"] for s in results["slots"]].index(True) == clean
+    assert results["slots"][clean]["label"] == "sigma=0.01"
+    assert sum(results["lambda_final"]) == pytest.approx(1.0, abs=1e-5)
+    for stats in results["optimizers"].values():
+        assert {"final_loss_mean", "final_loss_median", "ms_per_step"} <= set(stats)
+    with open(tmp_path / "lambdas.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 3  # iterations 0..2, K = 3
+    last = [float(r["lambda"]) for r in rows if r["iteration"] == "2"]
+    assert sorted(last) == pytest.approx(sorted(results["lambda_final"]), abs=1e-5)
+    net = l2o.load(tmp_path)  # the trained combiner reloads from its metadata alone
+    assert net.arch_config()["optimizer"] == "concurrent-softmax"
+    (tmp_path / "lambdas.png").unlink()
+    plot_lambdas(tmp_path)  # redrawn from the records only
+    assert (tmp_path / "lambdas.png").stat().st_size > 0
+
+
+def test_attention_shuffles_the_clean_slot_per_instance_and_reports_its_lambda(tmp_path):
+    config = load_concurrent_config(
+        None, [*TINY, "references=[]"], "noise", combiner="attention", seed=0
+    )
+    results = run_experiment(config, tmp_path)
+    assert results["slot_mode"] == "shuffle" and results["clean_slot"] is None
+    test_lambda = results["lambda_test"]["attention"]
+    assert 0 <= test_lambda["clean_final_step_mean"] <= 1
+    assert sum(test_lambda["per_variant_final_step"]) == pytest.approx(1.0, abs=1e-5)
+    with open(tmp_path / "lambdas.csv") as f:
+        assert {r["slot"] for r in csv.DictReader(f)} == {"*"}
+
+
+def test_config_splits_concurrent_and_training_keys():
+    config = load_concurrent_config(None, ["horizon=7", "truncation=7", "clean_slot=2"], "rotation")
+    assert config.train.horizon == 7 and config.clean_slot == 2
+    assert config.train.task == "digits-mlp"
+    with pytest.raises(L2OError, match="unknown combiner"):
+        load_concurrent_config(None, [], "noise", combiner="best")
+    with pytest.raises(L2OError, match="unknown config key"):
+        load_concurrent_config(None, ["horizn=7"], "noise")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["concurrent", "nope"], "unknown initializer 'nope'"),
+        (["concurrent", "poison", "--task", "quadratic"], "works on digits-mlp"),
+        (["concurrent", "noise", "--set", "options.levels=[-1]"], "levels must be a number"),
+        (["concurrent", "shards", "--combiner", "oracle"], "needs a clean optimizee"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(argv, message, tmp_path, capsys):
+    assert main([*argv, "--set", "iterations=0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_list_shows_initializers(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "initializers:" in out and "rotation" in out
