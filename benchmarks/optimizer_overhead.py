@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/optimizer_overhead.py            # ~1 minute, one thread
     .venv/bin/python benchmarks/optimizer_overhead.py --rounds 3 --steps 20   # quicker
+    python benchmarks/optimizer_overhead.py --device cuda                      # on a GPU
 
 A training step is forward, backward and the optimizer step on a minibatch of 128 digits
 images. Two models: the digits MLP (64 → 20 → 10, sigmoid; 1,510 parameters) and a ~100k-
@@ -13,6 +14,7 @@ mean time per step. The optimizer step alone is timed too. The last line is one 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -26,7 +28,7 @@ import l2o
 
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), activation()]
     return nn.Sequential(*layers[:-1])
 
@@ -42,27 +44,37 @@ def timed_steps(
     model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, steps: int
 ) -> tuple[float, float]:
     """Mean seconds per full training step and per optimizer step, over ``steps`` steps."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     step_time = 0.0
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
+        sync()
         t = time.perf_counter()
         opt.step()
+        sync()
         step_time += time.perf_counter() - t
     total = time.perf_counter() - start
     return total / steps, step_time / steps
 
 
 def compare(
-    name: str, sizes: list[int], activation: type[nn.Module], rounds: int, steps: int
-) -> dict[str, float]:
+    name: str,
+    sizes: list[int],
+    activation: type[nn.Module],
+    rounds: int,
+    steps: int,
+    device: str = "cpu",
+) -> dict[str, float | int | str]:
     torch.manual_seed(0)
-    x, y = torch.rand(128, sizes[0]), torch.randint(sizes[-1], (128,))
-    models = {"adam": mlp(sizes, activation), "l2o": mlp(sizes, activation)}
+    x = torch.rand(128, sizes[0], device=device)
+    y = torch.randint(sizes[-1], (128,), device=device)
+    models = {k: mlp(sizes, activation).to(device) for k in ("adam", "l2o")}
     makers: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
         "adam": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3),
-        "l2o": lambda m: l2o.LearnedOptimizer(m.parameters(), make_net()),
+        "l2o": lambda m: l2o.LearnedOptimizer(m.parameters(), make_net().to(device)),
     }
     opts = {k: makers[k](m) for k, m in models.items()}
     for k in opts:  # warm-up: allocations, lazy state
@@ -79,6 +91,7 @@ def compare(
     params = sum(p.numel() for p in models["adam"].parameters())
     return {
         "model": name,
+        "device": device,
         "parameters": params,
         "adam_ms_per_step": 1000 * med["adam"],
         "l2o_ms_per_step": 1000 * med["l2o"],
@@ -93,11 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=40, help="steps per round per optimizer")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    big_steps = args.steps if args.device != "cpu" else max(args.steps // 4, 5)
     results = [
-        compare("digits-mlp", [64, 20, 10], nn.Sigmoid, args.rounds, args.steps),
-        compare("mlp-100k", [64, 300, 256, 10], nn.ReLU, args.rounds, max(args.steps // 4, 5)),
+        compare("digits-mlp", [64, 20, 10], nn.Sigmoid, args.rounds, args.steps, args.device),
+        compare("mlp-100k", [64, 300, 256, 10], nn.ReLU, args.rounds, big_steps, args.device),
     ]
     print(f"{'model':<12}{'params':>9}{'adam ms':>10}{'l2o ms':>10}{'ratio':>8}{'step ratio':>12}")
     for r in results:
@@ -105,7 +120,11 @@ def main() -> None:
             f"{r['model']:<12}{r['parameters']:>9}{r['adam_ms_per_step']:>10.3f}"
             f"{r['l2o_ms_per_step']:>10.3f}{r['ratio']:>8.2f}{r['optimizer_step_ratio']:>12.1f}"
         )
-    print(json.dumps({"threads": 1, "torch": torch.__version__, "results": results}))
+    print(
+        json.dumps(
+            {"threads": 1, "device": args.device, "torch": torch.__version__, "results": results}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Your own task, registered and meta-trained with l2o, then compared with Adam, in 27 lines of code.
+"""Your own task, registered, meta-trained with l2o and compared with Adam: 25 lines of code.
 
     .venv/bin/python examples/custom_task.py        # ~1 minute
 
