@@ -81,12 +81,19 @@ class LearnedOptimizer(torch.optim.Optimizer):
             lr = float(net.output_scale)
         _check_lr(lr)
         self.net = net
+        # parameter ids → the group's joined LSTM state and its per-parameter views (a cache)
+        self._joined: dict[tuple[int, ...], tuple[tuple[Tensor, ...], list[tuple[Tensor, ...]]]]
+        self._joined = {}
         super().__init__(params, {"lr": lr, "maximize": maximize, "check_finite": check_finite})
 
     # The network is part of the optimizer (deepcopy, pickling), but never of its state_dict:
     # its weights are saved with l2o.save_optimizer, the per-parameter state with state_dict().
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "net": self.net}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._joined = {}
 
     def __repr__(self) -> str:
         arch = getattr(self.net, "arch_config", dict)()
@@ -140,26 +147,45 @@ class LearnedOptimizer(torch.optim.Optimizer):
         for p in params:
             state = self.state[p]
             if not state:
-                state["step"] = torch.tensor(0.0)
+                state["step"] = 0
                 for key, value in zip(keys, self.net.init_state(p.numel(), device=device)):
                     state[key] = value
         states = [self.state[p] for p in params]
-        if len(params) == 1:
-            lstm_state = tuple(states[0][key] for key in keys)
-        else:
-            lstm_state = tuple(torch.cat([s[key] for s in states]) for key in keys)
+        lstm_state = self._joined_state(params, states, keys)
         weights = {k: w.detach().to(device) for k, w in self.net.weights().items()}
         update, new_state = lstm_update(
             weights, self.net.features(grad), lstm_state, float(group["lr"])
         )
         sizes = [p.numel() for p in params]
-        # The new state of each parameter is a view of the group's new state: no copy.
+        # The new state of each parameter is a view of the group's new state: no copy, and the
+        # next step finds the group's state already joined (see _joined_state).
         for key, value in zip(keys, new_state):
             for s, part in zip(states, value.split(sizes)):
                 s[key] = part
+        if len(params) > 1:
+            views = [tuple(s[key] for key in keys) for s in states]
+            self._joined[tuple(id(p) for p in params)] = (new_state, views)
         for p, s, part in zip(params, states, update.split(sizes)):
-            s["step"] = s["step"] + 1  # a new tensor: never mutate a state_dict handed out
+            s["step"] += 1
             p.add_(part.view(p.shape).to(p.dtype))
+
+    def _joined_state(
+        self, params: list[Tensor], states: list[dict[str, Any]], keys: tuple[str, ...]
+    ) -> tuple[Tensor, ...]:
+        """The LSTM state of these parameters stacked row-wise, ``(sum of numel, hidden)`` each.
+
+        After a step the per-parameter states are views of the tensors the network returned;
+        while they still are (nothing loaded or replaced since), those tensors are reused
+        instead of concatenating the views again.
+        """
+        if len(params) == 1:
+            return tuple(states[0][key] for key in keys)
+        joined = self._joined.get(tuple(id(p) for p in params))
+        if joined is not None:
+            whole, views = joined
+            if all(s[key] is v for s, row in zip(states, views) for key, v in zip(keys, row)):
+                return whole
+        return tuple(torch.cat([s[key] for s in states]) for key in keys)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a :meth:`state_dict`; the LSTM state stays float32 for every parameter dtype.
@@ -192,7 +218,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                         "the state_dict belongs to another model or network"
                     )
                 self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)
-            self.state[p]["step"] = torch.as_tensor(saved.get("step", 0.0)).clone()
+            self.state[p]["step"] = int(saved.get("step", 0))
 
 
 def _check_net(net: nn.Module) -> None:
