@@ -39,7 +39,14 @@ COLORS = {
     "rmsprop": "#8c564b",
     "adagrad": "#e377c2",
 }
+# boxplot(vert=False) is deprecated from matplotlib 3.11; orientation= exists from 3.10.
+HORIZONTAL = (
+    {"orientation": "horizontal"}
+    if tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    else {"vert": False}
+)
 SPARE_COLORS = ["#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5"]
+HUGE = 1e300  # stands for a diverged run in quantiles (losses are float32: < 3.4e38)
 FLOOR = 1e-12  # losses are clipped here for the log axis (an exact 0 would vanish)
 
 
@@ -119,9 +126,11 @@ def _short(value: Any) -> str:
 
 def quartiles(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """25 %, median and 75 % across instances per step; diverged runs count as +inf."""
-    values = np.where(np.isfinite(curve), curve, np.inf)
+    # A huge finite stand-in, not inf: interpolating between inf and a number gives nan. Any
+    # quantile that draws on a diverged run is > 1e100, hence inf, as the maths says.
+    values = np.where(np.isfinite(curve), curve.astype(np.float64), HUGE)
     q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75], axis=1)
-    return q25, median, q75
+    return tuple(np.where(q > 1e100, np.inf, q) for q in (q25, median, q75))  # type: ignore[return-value]
 
 
 def plot_order(records: Records) -> list[str]:
@@ -176,7 +185,7 @@ def plot_comparison(records: Records, path: str | Path) -> Path:
     finite = [np.where(np.isfinite(f), f, np.nan) for f in finals]
     parts = box.boxplot(
         [f[np.isfinite(f)] for f in finite],
-        vert=False,
+        **HORIZONTAL,
         whis=(5, 95),
         showfliers=False,
         patch_artist=True,
