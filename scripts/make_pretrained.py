@@ -1,0 +1,133 @@
+"""Install a finished ``l2o train`` run as a pretrained optimizer shipped inside the package.
+
+    l2o train quadratic --config configs/quadratic.toml --out runs/pretrained-quadratic
+    l2o compare quadratic --optimizer runs/pretrained-quadratic \\
+        --out runs/pretrained-quadratic/compare
+    .venv/bin/python scripts/make_pretrained.py quadratic runs/pretrained-quadratic \\
+        --train-command "l2o train quadratic --config configs/quadratic.toml --out ..." \\
+        --compare-command "l2o compare quadratic --optimizer ... --out ..."
+
+Copies ``optimizer.safetensors`` and its ``config.json`` to ``src/l2o/pretrained/NAME.*`` and
+writes ``NAME.card.json``: the task, the horizon it was trained for, the commands, a summary of
+``metrics.csv`` and the ``l2o compare`` results (``results.json`` of the compare folder), and
+the one-line ``summary`` that ``l2o list`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAINED = ROOT / "src" / "l2o" / "pretrained"
+
+
+def training_summary(run: Path) -> dict[str, Any]:
+    """The metrics.csv of a run, summarised: iterations, time, best validation, its curve."""
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    val = [(int(r["iteration"]), float(r["val_loss"])) for r in rows if r["val_loss"] != "nan"]
+    val = [(i, v) for i, v in val if math.isfinite(v)]
+    best = min(val, key=lambda iv: iv[1]) if val else (None, None)
+    last = rows[-1]
+    return {
+        "iterations": int(last["iteration"]),
+        "wall_time_s": round(float(last["wall_time"]), 1),
+        "skipped": int(last["skipped"]),
+        "meta_loss_first": float(rows[0]["meta_loss"]),
+        "meta_loss_last10_mean": sum(float(r["meta_loss"]) for r in rows[-10:]) / len(rows[-10:]),
+        "best_iteration": best[0],
+        "best_val_loss": best[1],
+        "val_curve": [[i, round(v, 6)] for i, v in val],
+    }
+
+
+def compare_summary(folder: Path) -> dict[str, Any]:
+    """Final-loss statistics of every optimizer in an ``l2o compare`` results.json."""
+    results = json.loads((folder / "results.json").read_text())
+    learned = results.get("learned", "l2o")
+    optimizers = {
+        name: {
+            k: stats.get(k)
+            for k in ("final_loss_mean", "final_loss_median", "hyperparameters", "ms_per_step")
+        }
+        for name, stats in results["optimizers"].items()
+    }
+    mine = optimizers[learned]["final_loss_mean"]
+    mine_median = optimizers[learned]["final_loss_median"]
+    beats, loses = [], []
+    for name, stats in optimizers.items():
+        if name == learned:
+            continue
+        theirs = stats["final_loss_mean"]
+        better = theirs is None or (mine is not None and mine < theirs)
+        (beats if better else loses).append(name)
+    return {
+        "task": results["task"],
+        "task_options": results.get("task_options", {}),
+        "steps": results["steps"],
+        "instances": results["instances"],
+        "learned": learned,
+        "l2o_final_loss_mean": mine,
+        "l2o_final_loss_median": mine_median,
+        "beats_on_mean": sorted(beats),
+        "loses_to_on_mean": sorted(loses),
+        "comparison": results.get("comparison", {}),
+        "optimizers": optimizers,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--compare", type=Path, help="l2o compare folder (default RUN/compare)")
+    parser.add_argument("--train-command", required=True)
+    parser.add_argument("--compare-command", default="")
+    parser.add_argument("--note", default="", help="anything a user of it should know")
+    args = parser.parse_args()
+    run: Path = args.run
+    config = json.loads((run / "config.json").read_text())
+    train_config = config.get("train_config", config)
+    shutil.copyfile(run / "optimizer.safetensors", PRETRAINED / f"{args.name}.safetensors")
+    shutil.copyfile(run / "config.json", PRETRAINED / f"{args.name}.json")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    card: dict[str, Any] = {
+        "name": args.name,
+        "task": train_config["task"],
+        "task_options": train_config.get("task_options", {}),
+        "horizon": train_config["horizon"],
+        "command": args.train_command,
+        "git_commit": commit,
+        "train_config": train_config,
+        "training": training_summary(run),
+    }
+    compare_dir = args.compare or run / "compare"
+    if (compare_dir / "results.json").is_file():
+        result = compare_summary(compare_dir)
+        card["compare"] = {"command": args.compare_command, **result}
+        beats = ", ".join(result["beats_on_mean"]) or "none of the tuned baselines"
+        card["summary"] = (
+            f"{card['task']}, trained for T={card['horizon']}; at {result['steps']} steps on "
+            f"{result['instances']} test instances beats tuned {beats} (mean final loss)"
+        )
+    else:
+        card["summary"] = f"{card['task']}, trained for T={card['horizon']} (no comparison run)"
+    if args.note:
+        card["note"] = args.note
+    path = PRETRAINED / f"{args.name}.card.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote {path} and {args.name}.safetensors, {args.name}.json beside it")
+    print(card["summary"])
+
+
+if __name__ == "__main__":
+    main()
