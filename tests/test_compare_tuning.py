@@ -128,6 +128,8 @@ def test_diverged_trials_get_a_finite_penalty(tmp_path):
     assert objective_value(torch.tensor([1.0, float("inf")])) == PENALTY
     assert objective_value(torch.tensor([float("nan")])) == PENALTY
     assert objective_value(torch.tensor([1.0, 3.0])) == 2.0
+    assert objective_value(torch.tensor([1.0, 2.0, float("inf")]), "median") == 2.0
+    assert objective_value(torch.tensor([1.0, float("nan"), float("inf")]), "median") == PENALTY
     reckless = Baseline(
         "reckless", torch.optim.SGD, "SGD, far too fast", search_space={"lr": SearchRange(1e3, 1e6)}
     )
@@ -145,3 +147,15 @@ def test_bad_storage_is_a_clear_error(tmp_path):
 def test_redact_hides_passwords():
     assert redact("postgresql://me:secret@db:5432/l2o") == "postgresql://me:***@db:5432/l2o"
     assert redact("sqlite:///runs/x/tuning.db") == "sqlite:///runs/x/tuning.db"
+
+
+def test_median_objective_is_its_own_study(tmp_path):
+    storage, family = sqlite(tmp_path), get_task("quadratic")
+    mean = tune(family, "sgd", steps=3, trials=2, instances=3, storage=storage)
+    median = tune(
+        family, "sgd", steps=3, trials=2, instances=3, storage=storage, objective="median"
+    )
+    assert median.study_name != mean.study_name and median.new_trials == 2
+    assert median.record()["objective"] == "median final loss"
+    with pytest.raises(ValueError, match="objective"):
+        tune(family, "sgd", steps=3, trials=2, instances=3, storage=storage, objective="max")

@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="validation instances per tuning trial (default 64)",
     )
     parser.add_argument(
+        "--objective",
+        choices=("mean", "median"),
+        default="mean",
+        help="what tuning minimises over the validation instances: the mean (default) or the "
+        "median final loss",
+    )
+    parser.add_argument(
         "--storage",
         default=None,
         help="Optuna storage URL (default sqlite:///OUT/tuning.db; postgresql://... works too)",
@@ -177,6 +184,7 @@ def _compare(
             seed=seed,
             on_trial=on_trial,
             on_stage=on_stage,
+            objective=args.objective,
         )
     finally:
         bar.close()

@@ -72,6 +72,7 @@ def compare(
     seed: int = 0,
     on_trial: TrialCallback | None = None,
     on_stage: Callable[[str], None] | None = None,
+    objective: str = "mean",
 ) -> Outcome:
     """Tune each baseline (what is not tuned yet), then evaluate all on the test split.
 
@@ -88,6 +89,7 @@ def compare(
         seed: seeds the TPE samplers.
         on_trial: progress callback of the tuning (baseline, finished, target).
         on_stage: called with a short description before each stage (for progress output).
+        objective: what tuning minimises, the ``mean`` (default) or ``median`` final loss.
 
     Returns:
         The test evaluation (tuned hyperparameters included) and the tuning records.
@@ -101,7 +103,9 @@ def compare(
     for name in names:
         if on_stage:
             on_stage(f"tuning {name}")
-        tuned[name] = tune(family, name, steps, trials, tune_instances, storage, seed, on_trial)
+        tuned[name] = tune(
+            family, name, steps, trials, tune_instances, storage, seed, on_trial, objective
+        )
         log.info("%s tuned: %s", name, tuned[name].hyperparameters)
     runners: list[Runner] = [] if learned is None else [learned]
     runners += [BaselineRunner(get_baseline(n), tuned[n].hyperparameters) for n in names]
@@ -112,6 +116,7 @@ def compare(
         "trials": trials,
         "tune_instances": tune_instances,
         "tune_split": "validation",
+        "tune_objective": objective,
         "storage": redact(storage),
         "seed": seed,
     }

@@ -212,7 +212,8 @@ def plot_comparison(records: Records, path: str | Path) -> Path:
     if tuning:
         subtitle += (
             f"; baselines tuned with Optuna TPE, {tuning.get('trials')} trials each on "
-            f"{tuning.get('tune_instances')} validation instances"
+            f"{tuning.get('tune_instances')} validation instances "
+            f"({tuning.get('tune_objective', 'mean')} final loss)"
         )
     fig.suptitle(f"{describe_task(results)}: {subtitle}", fontsize=11)
     path = Path(path)

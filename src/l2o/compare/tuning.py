@@ -39,6 +39,7 @@ from l2o.tasks import TaskFamily
 log = logging.getLogger(__name__)
 
 PENALTY = 1e10  # the score of a diverged trial: finite, so TPE ranks it last instead of failing
+OBJECTIVES = ("mean", "median")  # of the final validation losses
 TUNING_SPLIT = "validation"  # never "test": every number we report comes from test
 
 # (baseline name, trials finished in this study, trials the study should reach)
@@ -51,23 +52,27 @@ class Tuned:
 
     baseline: str
     hyperparameters: dict[str, Any]
-    validation_loss: float  # the best trial's objective: mean final validation loss
+    validation_loss: float  # the best trial's objective (mean or median final validation loss)
     trials: int  # finished trials in the study
     new_trials: int  # of which run by this call (0: the study was already tuned)
     study_name: str
+    objective: str = "mean"
 
     def record(self) -> dict[str, Any]:
         """What results.json keeps about this tuning (enough to find the study again)."""
         return {
             "study": self.study_name,
             "split": TUNING_SPLIT,
-            "validation_mean_final_loss": self.validation_loss,
+            "objective": f"{self.objective} final loss",
+            "validation_objective": self.validation_loss,
             "trials": self.trials,
             "new_trials": self.new_trials,
         }
 
 
-def study_name(family: TaskFamily, baseline: Baseline, steps: int, instances: int) -> str:
+def study_name(
+    family: TaskFamily, baseline: Baseline, steps: int, instances: int, objective: str = "mean"
+) -> str:
     """A readable name, plus a hash of everything that makes two studies incomparable.
 
     Task options and the search space are hashed in: a study tuned for ``hidden=[40]`` or for an
@@ -80,12 +85,21 @@ def study_name(family: TaskFamily, baseline: Baseline, steps: int, instances: in
         default=str,
     )
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-    return f"{family.name}/{baseline.name}/steps={steps}/val={instances}/{digest}"
+    kind = "" if objective == "mean" else f"/{objective}"  # mean: the names of older studies
+    return f"{family.name}/{baseline.name}/steps={steps}/val={instances}{kind}/{digest}"
 
 
-def objective_value(final: torch.Tensor) -> float:
-    """Mean final loss, or :data:`PENALTY` if any instance diverged (or the mean is huge)."""
-    value = float(final.double().mean())
+def objective_value(final: torch.Tensor, objective: str = "mean") -> float:
+    """Mean (or median) final loss; :data:`PENALTY` if it is non-finite or huge.
+
+    With the mean, one diverged instance is enough for the penalty; the median tolerates
+    divergence on fewer than half of the instances (and counts it as +inf, i.e. worst).
+    """
+    final = final.double()
+    if objective == "median":
+        value = float(torch.where(torch.isfinite(final), final, math.inf).median())
+    else:
+        value = float(final.mean())
     return value if math.isfinite(value) and value < PENALTY else PENALTY
 
 
@@ -95,12 +109,13 @@ def validation_loss(
     hyperparameters: dict[str, Any],
     steps: int,
     instances: int,
+    objective: str = "mean",
 ) -> float:
     """The tuning objective of one set of hyperparameters (fresh validation batch each call)."""
     batch = family.sample(TUNING_SPLIT, list(range(instances)))
     with torch.no_grad():
         final = BaselineRunner(baseline, hyperparameters).final_loss(batch, steps)
-    return objective_value(final)
+    return objective_value(final, objective)
 
 
 def suggest(trial: optuna.Trial, baseline: Baseline) -> dict[str, Any]:
@@ -119,6 +134,7 @@ def tune(
     storage: str,
     seed: int = 0,
     on_trial: TrialCallback | None = None,
+    objective: str = "mean",
 ) -> Tuned:
     """Tune one baseline on ``family``'s validation instances until its study has ``trials``.
 
@@ -132,6 +148,7 @@ def tune(
         seed: seeds the TPE sampler (offset by the trials already finished, so an extended study
             explores new points instead of replaying its first ones).
         on_trial: called after every trial with (baseline, finished, target).
+        objective: ``mean`` (the default) or ``median`` final validation loss.
 
     Returns:
         The best hyperparameters found so far and the study's bookkeeping.
@@ -140,8 +157,10 @@ def tune(
         raise L2OError(
             f"trials, steps and tuning instances must be >= 1, got {trials}, {steps}, {instances}"
         )
+    if objective not in OBJECTIVES:
+        raise L2OError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     base = get_baseline(baseline) if isinstance(baseline, str) else baseline
-    name = study_name(family, base, steps, instances)
+    name = study_name(family, base, steps, instances, objective)
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, direction="minimize", load_if_exists=True
@@ -167,9 +186,11 @@ def tune(
         study.set_user_attr("steps", steps)
         study.set_user_attr("instances", instances)
         study.set_user_attr("split", TUNING_SPLIT)
+        study.set_user_attr("objective", objective)
 
-        def objective(trial: optuna.Trial) -> float:
-            value = validation_loss(family, base, suggest(trial, base), steps, instances)
+        def run_trial(trial: optuna.Trial) -> float:
+            hparams = suggest(trial, base)
+            value = validation_loss(family, base, hparams, steps, instances, objective)
             trial.set_user_attr("diverged", value >= PENALTY)
             return value
 
@@ -178,7 +199,7 @@ def tune(
                 on_trial(base.name, _finished(study), trials)
 
         log.info("tuning %s: %d new trial(s) in study %s", base.name, missing, name)
-        study.optimize(objective, n_trials=missing, callbacks=[callback], catch=())
+        study.optimize(run_trial, n_trials=missing, callbacks=[callback], catch=())
     if not base.search_space:  # nothing to tune: the defaults are the answer
         best: dict[str, Any] = {}
     else:
@@ -190,6 +211,7 @@ def tune(
         trials=_finished(study),
         new_trials=missing,
         study_name=name,
+        objective=objective,
     )
 
 
