@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     family = get_task(args.task, options)
     runners = [resolve_optimizer(spec) for spec in args.optimizer]
     names = [r.name for r in runners]
-    for i, r in enumerate(runners):
-        if names.count(r.name) > 1:
-            r.name = f"{r.name}-{i}"
+    for spec, r in zip(args.optimizer, runners):
+        if names.count(r.name) > 1:  # e.g. a learning-rate grid: name each by its spec
+            r.name = spec
     result = evaluate(family, runners, steps=args.steps, instances=args.instances)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(names))[:60]
     out = args.out or Path("runs") / f"evaluate-{args.task}-{slug}"

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.errors import L2OError
+from l2o.nets.lstm_cell import lstm_layer
 from l2o.nets.preprocess import PREPROCESS_KINDS, feature_count, preprocess
 
 State = tuple[Tensor, ...]  # (h₁, c₁, h₂, c₂, ...), each (n, hidden_size)
@@ -38,33 +39,17 @@ def lstm_update(
     x = features
     new_state: list[Tensor] = []
     for layer in range(len(state) // 2):
-        h, c = state[2 * layer], state[2 * layer + 1]
-        H = h.shape[1]
-        # tanh(z) = 2σ(2z) − 1: one sigmoid over all four gates (tanh is ~3× dearer than sigmoid
-        # on CPU). Doubling the cell-input gate's weights is a (in + H, 4H) op, not an (n, 4H) one.
-        scale = _gate_scale(H, h.dtype)
-        weight = weights[f"cell{layer}.weight"] * scale
-        bias = weights[f"cell{layer}.bias"] * scale
-        gates = torch.sigmoid(torch.addmm(bias, torch.cat((x, h), dim=1), weight))
-        i, f, o, g = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-        c = torch.addcmul(f * c - i, i, g, value=2.0)  # f·c + i·(2σ − 1)
-        h = torch.addcmul(-o, o, torch.sigmoid(2.0 * c), value=2.0)  # o·tanh(c)
+        h, c = lstm_layer(
+            x,
+            state[2 * layer],
+            state[2 * layer + 1],
+            weights[f"cell{layer}.weight"],
+            weights[f"cell{layer}.bias"],
+        )
         new_state += [h, c]
         x = h
     out = torch.mv(x, weights["out.weight"]) + weights["out.bias"]
     return out * output_scale, tuple(new_state)
-
-
-_SCALES: dict[tuple[int, torch.dtype], Tensor] = {}
-
-
-def _gate_scale(hidden: int, dtype: torch.dtype) -> Tensor:
-    """[1]*3H + [2]*H: multiplies the cell-input gate's pre-activation by two."""
-    key = (hidden, dtype)
-    if key not in _SCALES:
-        _SCALES[key] = torch.cat((torch.ones(3 * hidden, dtype=dtype),
-                                  torch.full((hidden,), 2.0, dtype=dtype)))
-    return _SCALES[key]
 
 
 class LSTMOptimizer(nn.Module):
