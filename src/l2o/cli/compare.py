@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps (default 100)")
     parser.add_argument("--instances", type=int, default=100, help="test instances (default 100)")
     parser.add_argument(
-        "--trials", type=int, default=40, help="Optuna trials per baseline study (default 40)"
+        "--trials", type=int, default=100, help="Optuna trials per baseline study (default 100)"
     )
     parser.add_argument(
         "--tune-instances",

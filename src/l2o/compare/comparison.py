@@ -66,7 +66,7 @@ def compare(
     baselines: Sequence[str] = DEFAULT_BASELINES,
     steps: int = 100,
     instances: int = 100,
-    trials: int = 40,
+    trials: int = 100,
     tune_instances: int = 64,
     storage: str = "sqlite:///tuning.db",
     seed: int = 0,
