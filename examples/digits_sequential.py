@@ -61,6 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--optimizer", default="digits-mlp", help="pretrained name or run folder")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--adam-lrs", default=",".join(f"{lr:g}" for lr in ADAM_LRS), help="Adam's grid"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     net = (
@@ -70,7 +73,7 @@ def main() -> None:
     )
     X, y = unseen_digits()
     makers: dict[str, Maker] = {"l2o": lambda p: l2o.LearnedOptimizer(p, net)}
-    for lr in ADAM_LRS:
+    for lr in (float(v) for v in args.adam_lrs.split(",")):
         makers[f"adam lr={lr:g}"] = lambda p, lr=lr: torch.optim.Adam(p, lr=lr)
     final: dict[str, list[float]] = {name: [] for name in makers}
     for seed in range(args.seeds):
