@@ -9,6 +9,7 @@ gradients, an lr scheduler, dtype and device preserved, in-place updates under `
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 from collections.abc import Callable
 from typing import Any
@@ -189,9 +190,16 @@ def test_groups_behave_like_separate_optimizers(make: Factory) -> None:
         torch.testing.assert_close(p, q)
 
 
+def _adagrad_state_is_lazy() -> bool:
+    """Older torch (2.11 at least) creates Adagrad's state in __init__ only (newer: lazily)."""
+    return "len(state) == 0" in inspect.getsource(torch.optim.Adagrad._init_group)
+
+
 def test_add_param_group(make: Factory) -> None:
     model = _model()
     opt = make(model[0].parameters(), lr=0.01)
+    if isinstance(opt, torch.optim.Adagrad) and not _adagrad_state_is_lazy():
+        pytest.xfail(f"torch {torch.__version__}: Adagrad.add_param_group leaves no state")
     opt.add_param_group({"params": model[2].parameters(), "lr": 0.02})
     before = _snapshot(model)
     _train(model, opt, range(2))
