@@ -30,11 +30,12 @@ def add_common(parser: argparse.ArgumentParser, default_out: str | None = None) 
 
 
 def progress(total: int, desc: str, **kwargs: Any) -> tqdm:
-    """A progress bar on stderr, off when stderr is not a terminal."""
+    """A progress bar on stderr, off when stderr is not a terminal (or ``disable=True``)."""
+    disable = kwargs.pop("disable", False) or not sys.stderr.isatty()
     return tqdm(
         total=total,
         desc=desc,
-        disable=not sys.stderr.isatty(),
+        disable=disable,
         dynamic_ncols=True,
         leave=False,
         **kwargs,

@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 from l2o.cli.common import add_common, progress, say
-from l2o.config import load_config
+from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
-from l2o.meta import meta_train
+from l2o.meta import distributed, meta_train
 from l2o.tasks import get_task
 
 
@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint after an interruption"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="meta-train data-parallel over this many local processes "
+        "(torch.distributed, gloo); batch_size must be a multiple",
+    )
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -44,9 +51,22 @@ def run(args: argparse.Namespace) -> int:
             f"{out} already holds a training run; pass --resume to continue it "
             "or choose another --out"
         )
-    bar = progress(config.iterations, f"train {config.task}")
-    if args.resume:
-        bar.update(0)
+    if args.workers > 1:
+        if config.batch_size % args.workers:
+            raise L2OError(
+                f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
+            )
+        distributed.spawn(args.workers, train_and_report, config, out, args.resume)
+    else:
+        distributed.init_from_env()  # a torchrun launch joins its process group here
+        train_and_report(config, out, args.resume)
+    return 0
+
+
+def train_and_report(config: TrainConfig, out: Path, resume: bool) -> None:
+    """Meta-train with a progress bar and a summary (on rank 0 of a distributed run)."""
+    rank, _ = distributed.rank_and_size()
+    bar = progress(config.iterations, f"train {config.task}", disable=rank != 0)
 
     def on_iteration(row: dict[str, float]) -> None:
         postfix = {"meta_loss": f"{row['meta_loss']:.4g}"}
@@ -56,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix(postfix, refresh=False)
         bar.update(0)
 
-    _, history = meta_train(config, out_dir=out, resume=args.resume, callback=on_iteration)
+    _, history = meta_train(config, out_dir=out, resume=resume, callback=on_iteration)
     bar.close()
+    if rank != 0:
+        return
     wall = history.rows[-1]["wall_time"] if history.rows else 0.0
     say(
         f"trained {config.task}: best validation loss {history.best_val:.4g} at iteration "
         f"{history.best_iteration}, {history.skipped} skipped steps, {wall:.0f} s"
     )
     say(f"wrote {out}/optimizer.safetensors, config.json, metrics.csv, checkpoint/")
-    return 0

@@ -25,6 +25,7 @@ from torch import nn
 
 from l2o.config import TrainConfig
 from l2o.errors import L2OError
+from l2o.meta import distributed
 from l2o.meta.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from l2o.meta.unroll import (
     Observe,
@@ -113,6 +114,10 @@ def meta_train(
         problem: what to train on; defaults to ``config.task`` with ``config.task_options``.
         net: the network to train; defaults to :func:`build_from_config`.
 
+    Inside a ``torch.distributed`` process group, each rank unrolls its share of the meta-batch
+    and the meta-gradients are averaged (see :mod:`l2o.meta.distributed`); rank 0 alone writes
+    files and calls ``callback``.
+
     Example:
         >>> cfg = TrainConfig(iterations=2, batch_size=4, horizon=10, truncation=5)
         >>> net, history = meta_train(cfg)
@@ -124,26 +129,36 @@ def meta_train(
         problem = task_problem(get_task(config.task, config.task_options))
     if net is None:
         net = build_from_config(config)
+    rank, size = distributed.rank_and_size()
+    if config.batch_size % size:
+        raise L2OError(
+            f"batch_size ({config.batch_size}) must be a multiple of the number of "
+            f"workers ({size}), so every worker unrolls as many instances"
+        )
+    if size > 1:
+        distributed.broadcast_weights(net)
     meta_opt = torch.optim.Adam(net.parameters(), lr=config.meta_lr)
     run_dir = Path(out_dir) if out_dir is not None else None
+    writer = run_dir if rank == 0 else None  # rank 0 alone writes
     history = History()
     training = TrainingState(0, math.inf, -1, 0, 0.0, _copy_weights(net))
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            training, saved = load_checkpoint(run_dir, net, meta_opt)
-            _check_same_config(saved, config)
-            history.rows = _read_metrics(run_dir, upto=training.iteration)
-        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
-        _write_metrics(run_dir, history.rows)
+    if run_dir is not None and resume:
+        training, saved = load_checkpoint(run_dir, net, meta_opt)
+        _check_same_config(saved, config)
+        history.rows = _read_metrics(run_dir, upto=training.iteration)
+    if writer is not None:
+        writer.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(writer / CONFIG_FILE, config.to_json())
+        _write_metrics(writer, history.rows)
     weights = step_weights(config.loss_weights, config.horizon)
-    val_indices = list(range(config.val_instances))
+    val_indices = list(range(config.val_instances))[rank::size]
     started = time.perf_counter() - training.elapsed
     for iteration in range(training.iteration, config.iterations):
-        indices = list(range(iteration * config.batch_size, (iteration + 1) * config.batch_size))
+        batch = range(iteration * config.batch_size, (iteration + 1) * config.batch_size)
         meta_loss, grad_norm, ok = _unroll_and_step(
-            net, meta_opt, problem, indices, config, weights
+            net, meta_opt, problem, distributed.shard(batch, rank, size), config, weights
         )
+        meta_loss = distributed.all_mean(meta_loss)
         training.skipped += 0 if ok else 1
         training.iteration = iteration + 1
         val_loss = math.nan
@@ -162,23 +177,23 @@ def meta_train(
             "wall_time": training.elapsed,
         }
         history.rows.append(row)
-        if run_dir is not None:
-            _append_metrics(run_dir, row)
+        if writer is not None:
+            _append_metrics(writer, row)
             if (
                 training.iteration % config.checkpoint_every == 0
                 or training.iteration == config.iterations
             ):
-                save_checkpoint(run_dir, net, meta_opt, training, config.to_dict())
-        if callback is not None:
-            callback(row)
+                save_checkpoint(writer, net, meta_opt, training, config.to_dict())
+            if callback is not None:
+                callback(row)
     history.best_val, history.best_iteration = training.best_val, training.best_iteration
     history.skipped = training.skipped
     if training.best_iteration >= 0:
         net.load_state_dict(training.best_weights)
-    if run_dir is not None:
+    if writer is not None:
         save_optimizer(
             net,
-            run_dir,
+            writer,
             extra={
                 "train_config": config.to_dict(),
                 "best_val_loss": training.best_val,
@@ -213,9 +228,14 @@ def _unroll_and_step(
             net, state, observe, steps, weights, batch, config.second_order
         )
         meta_opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(objective) or not torch.isfinite(losses).all():
+        finite = bool(torch.isfinite(objective)) and bool(torch.isfinite(losses).all())
+        if finite:
+            objective.backward()
+        if distributed.rank_and_size()[1] > 1:  # every rank must take the same decision
+            finite = distributed.average_gradients(net, finite)
+        if not finite:
+            meta_opt.zero_grad(set_to_none=True)
             return _mean(total, count), math.nan, False
-        objective.backward()
         params = [p for p in net.parameters() if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip or math.inf)
         if not torch.isfinite(norm):
@@ -234,8 +254,10 @@ def _mean(total: float, count: int) -> float:
 
 
 def _validate(net: nn.Module, problem: MetaProblem, indices: list[int], steps: int) -> float:
+    """Mean final loss on validation instances (this rank's share, averaged over ranks)."""
     assert problem.evaluate is not None
-    value = problem.evaluate(net, "validation", indices, steps)
+    value = problem.evaluate(net, "validation", indices, steps) if indices else 0.0
+    value = distributed.all_mean(value if math.isfinite(value) else math.inf, len(indices))
     return value if math.isfinite(value) else math.inf
 
 
