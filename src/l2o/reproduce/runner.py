@@ -1,0 +1,75 @@
+"""Running the steps: each into its own folder, finished ones reused, interrupted ones redone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from l2o.errors import L2OError
+from l2o.reproduce.plan import Step
+from l2o.serialization import atomic_write_text
+
+DONE_FILE = "step.json"  # written last: its presence means the step finished
+
+
+def step_dir(out: Path, step: Step) -> Path:
+    return out / step.name
+
+
+def command_line(step: Step, out: Path) -> list[str]:
+    return [*step.args, "--out", str(step_dir(out, step))]
+
+
+def finished(out: Path, step: Step) -> dict | None:
+    """The record of a finished step with the same command, else None."""
+    path = step_dir(out, step) / DONE_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("command") == command_line(step, out) else None
+
+
+def run_steps(
+    steps: list[Step],
+    out: Path,
+    force: bool = False,
+    on_step: Callable[[Step, str], None] | None = None,
+) -> dict[str, dict]:
+    """Run every step not already finished; return each step's record (command, wall time).
+
+    A step whose folder exists without a finished record (an interrupted run) is started over;
+    ``force`` reruns everything.
+    """
+    from l2o.cli.main import build_parser
+
+    records: dict[str, dict] = {}
+    for step in steps:
+        record = None if force else finished(out, step)
+        if record is not None:
+            records[step.name] = {**record, "reused": True}
+            if on_step:
+                on_step(step, "reused")
+            continue
+        folder = step_dir(out, step)
+        if folder.exists():
+            shutil.rmtree(folder)
+        if on_step:
+            on_step(step, "running")
+        argv = command_line(step, out)
+        start = time.perf_counter()
+        args = build_parser().parse_args(argv)
+        try:
+            status = args.run(args)
+        except L2OError as exc:
+            raise L2OError(f"step {step.name} (l2o {' '.join(argv)}): {exc}") from None
+        if status:
+            raise L2OError(f"step {step.name} failed (exit {status}): l2o {' '.join(argv)}")
+        record = {"command": argv, "wall_seconds": time.perf_counter() - start}
+        atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2) + "\n")
+        records[step.name] = {**record, "reused": False}
+        if on_step:
+            on_step(step, "done")
+    return records
