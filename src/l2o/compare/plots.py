@@ -208,13 +208,16 @@ def plot_comparison(records: Records, path: str | Path) -> Path:
     box.set_title(f"after {results.get('steps', '?')} steps", fontsize=10)
     box.grid(True, axis="x", which="major", alpha=0.3)
 
-    tuning = results.get("comparison", {})
+    settings, tuning = results.get("comparison", {}), results.get("tuning", {})
     subtitle = f"{results.get('instances', '?')} test instances"
     if tuning:
+        # The studies' own counts: a reused study may hold more trials than this run asked for.
+        counts = sorted({t.get("trials") for t in tuning.values()})
+        trials = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
         subtitle += (
-            f"; baselines tuned with Optuna TPE, {tuning.get('trials')} trials each on "
-            f"{tuning.get('tune_instances')} validation instances "
-            f"({tuning.get('tune_objective', 'mean')} final loss)"
+            f"; baselines tuned with Optuna TPE, {trials} trials each on "
+            f"{settings.get('tune_instances')} validation instances "
+            f"({settings.get('tune_objective', 'mean')} final loss)"
         )
     fig.suptitle(f"{describe_task(results)}: {subtitle}", fontsize=11)
     path = Path(path)
