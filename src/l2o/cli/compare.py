@@ -37,7 +37,7 @@ from l2o.compare.generalization import (
 from l2o.compare.plots import replot
 from l2o.config import apply_overrides
 from l2o.errors import L2OError
-from l2o.evaluate import LearnedRunner, Runner, resolve_optimizer
+from l2o.evaluate import Runner, resolve_optimizer
 from l2o.tasks import get_task
 
 
@@ -188,8 +188,7 @@ def _compare(
         )
     finally:
         bar.close()
-    if isinstance(learned, LearnedRunner):
-        outcome.settings["optimizer"] = args.optimizer
+    outcome.settings["optimizer"] = args.optimizer
     return outcome
 
 

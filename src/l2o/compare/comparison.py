@@ -98,7 +98,10 @@ def compare(
     for name in names:
         get_baseline(name)  # unknown names fail before any tuning
     if learned is not None and learned.name in names:
-        raise L2OError(f"the compared optimizer is named {learned.name!r} like a baseline")
+        raise L2OError(
+            f"the compared optimizer is named {learned.name!r} like a baseline; drop "
+            f"{learned.name} from --baselines (it is tuned there anyway)"
+        )
     tuned: dict[str, Tuned] = {}
     for name in names:
         if on_stage:
