@@ -215,11 +215,11 @@ def plot_comparison(records: Records, path: str | Path) -> Path:
         counts = sorted({t.get("trials") for t in tuning.values()})
         trials = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
         subtitle += (
-            f"; baselines tuned with Optuna TPE, {trials} trials each on "
+            f", baselines tuned with Optuna TPE: {trials} trials each on "
             f"{settings.get('tune_instances')} validation instances "
             f"({settings.get('tune_objective', 'mean')} final loss)"
         )
-    fig.suptitle(f"{describe_task(results)}: {subtitle}", fontsize=11)
+    fig.suptitle(f"{describe_task(results)}\n{subtitle}", fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
