@@ -136,9 +136,9 @@ def test_observer_gives_the_clean_objective_and_permuted_inputs():
 
 
 def test_a_short_seeded_run_moves_softmax_lambda_to_the_clean_slot():
-    cset = build_set("noise", "quadratic", {}, {"levels": [0.01, 1.0, 2.0]})
+    cset = build_set("noise", "quadratic", {}, {"levels": [0.01, 2.0, 4.0]})
     config = TrainConfig(
-        batch_size=16, horizon=20, truncation=10, iterations=30, val_every=100, val_instances=4
+        batch_size=16, horizon=20, truncation=10, iterations=40, val_every=100, val_instances=4
     )
     net = build_combiner("softmax", cset.k, seed=0)
     problem = ConcurrentProblem(cset, net, seed=1, mode="fixed")

@@ -96,3 +96,30 @@ def test_list_shows_initializers(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "initializers:" in out and "rotation" in out
+
+
+@pytest.mark.slow
+def test_softmax_finds_the_clean_slot_on_noisy_least_squares():
+    config = load_concurrent_config(
+        None,
+        ["iterations=60", "batch_size=32", "val_every=1000", "references=[]", "eval_instances=8"],
+        "noise",
+        seed=3,
+    )
+    results = run_experiment(config)
+    assert results["clean_slot"] != 0
+    assert results["lambda_final"][results["clean_slot"]] >= 0.9
+
+
+@pytest.mark.slow
+def test_attention_finds_the_shuffled_clean_slot_on_noisy_least_squares():
+    config = load_concurrent_config(
+        None,
+        ["iterations=80", "batch_size=32", "val_every=1000", "references=[]", "eval_instances=32"],
+        "noise",
+        combiner="attention",
+        seed=3,
+    )
+    results = run_experiment(config)
+    # five slots: uniform λ would give 0.2 to the clean one
+    assert results["lambda_test"]["attention"]["clean_final_step_mean"] >= 0.5

@@ -64,7 +64,7 @@ class ConcurrentConfig:
     references: tuple[str, ...] = REFERENCES  # trained / tuned and tested beside the combiner
     eval_instances: int = 64  # test instances
     eval_steps: int = 0  # optimizee steps at test time (0: the training horizon)
-    adam_lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # tuning grid
+    adam_lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # tuning grid
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
