@@ -59,25 +59,27 @@ def compare_summary(folder: Path) -> dict[str, Any]:
         }
         for name, stats in results["optimizers"].items()
     }
-    mine = optimizers[learned]["final_loss_mean"]
-    mine_median = optimizers[learned]["final_loss_median"]
-    beats, loses = [], []
-    for name, stats in optimizers.items():
-        if name == learned:
-            continue
-        theirs = stats["final_loss_mean"]
-        better = theirs is None or (mine is not None and mine < theirs)
-        (beats if better else loses).append(name)
+
+    def beaten(stat: str) -> list[str]:
+        mine = optimizers[learned][stat]
+        return sorted(
+            name
+            for name, stats in optimizers.items()
+            if name != learned
+            and mine is not None
+            and (stats[stat] is None or mine < stats[stat])  # None: that baseline diverged
+        )
+
     return {
         "task": results["task"],
         "task_options": results.get("task_options", {}),
         "steps": results["steps"],
         "instances": results["instances"],
         "learned": learned,
-        "l2o_final_loss_mean": mine,
-        "l2o_final_loss_median": mine_median,
-        "beats_on_mean": sorted(beats),
-        "loses_to_on_mean": sorted(loses),
+        "l2o_final_loss_mean": optimizers[learned]["final_loss_mean"],
+        "l2o_final_loss_median": optimizers[learned]["final_loss_median"],
+        "beats_on_mean": beaten("final_loss_mean"),
+        "beats_on_median": beaten("final_loss_median"),
         "comparison": results.get("comparison", {}),
         "optimizers": optimizers,
     }
@@ -106,7 +108,7 @@ def main() -> None:
         "task_options": train_config.get("task_options", {}),
         "horizon": train_config["horizon"],
         "command": args.train_command,
-        "git_commit": commit,
+        "repo_commit_when_installed": commit,
         "train_config": train_config,
         "training": training_summary(run),
     }
@@ -114,10 +116,12 @@ def main() -> None:
     if (compare_dir / "results.json").is_file():
         result = compare_summary(compare_dir)
         card["compare"] = {"command": args.compare_command, **result}
-        beats = ", ".join(result["beats_on_mean"]) or "none of the tuned baselines"
+        both = [n for n in result["beats_on_mean"] if n in result["beats_on_median"]]
+        total = len(result["optimizers"]) - 1
+        beats = f"all {total} tuned baselines" if len(both) == total else ", ".join(both) or "none"
         card["summary"] = (
-            f"{card['task']}, trained for T={card['horizon']}; at {result['steps']} steps on "
-            f"{result['instances']} test instances beats tuned {beats} (mean final loss)"
+            f"{card['task']}, trained for T={card['horizon']}: beats {beats} "
+            f"(mean and median loss, {result['steps']} steps, {result['instances']} test instances)"
         )
     else:
         card["summary"] = f"{card['task']}, trained for T={card['horizon']} (no comparison run)"
