@@ -144,7 +144,14 @@ def test_a_short_seeded_run_moves_softmax_lambda_to_the_clean_slot():
     problem = ConcurrentProblem(cset, net, seed=1, mode="fixed")
     clean = problem.clean_slot
     assert clean != 0
-    net, _ = meta_train(config, problem=problem.meta_problem(), net=net)
+    trace: list[float] = []  # λ of the clean slot after every meta-iteration, in memory
+    net, _ = meta_train(
+        config,
+        problem=problem.meta_problem(),
+        net=net,
+        callback=lambda row: trace.append(float(net.mixing()[clean])),
+    )
+    assert len(trace) == config.iterations and trace[-1] > trace[0]
     lam = net.mixing().detach()
     assert int(lam.argmax()) == clean
     assert float(lam[clean]) > 0.5  # from 1/3

@@ -184,8 +184,8 @@ def meta_train(
                 or training.iteration == config.iterations
             ):
                 save_checkpoint(writer, net, meta_opt, training, config.to_dict())
-            if callback is not None:
-                callback(row)
+        if callback is not None and rank == 0:  # also without out_dir (in-memory runs)
+            callback(row)
     history.best_val, history.best_iteration = training.best_val, training.best_iteration
     history.skipped = training.skipped
     if training.best_iteration >= 0:
