@@ -149,7 +149,7 @@ def test_a_short_seeded_run_moves_softmax_lambda_to_the_clean_slot():
         config,
         problem=problem.meta_problem(),
         net=net,
-        callback=lambda row: trace.append(float(net.mixing()[clean])),
+        callback=lambda row: trace.append(float(net.mixing()[clean].detach())),
     )
     assert len(trace) == config.iterations and trace[-1] > trace[0]
     lam = net.mixing().detach()
