@@ -34,7 +34,8 @@ def plot_lambdas(run_dir: str | Path, title: str | None = None) -> Path:
     for (variant, label, clean), points in sorted(series.items()):
         xs, ys = zip(*sorted(points))
         slot = next(r["slot"] for r in rows if int(r["variant"]) == variant)
-        name = f"{label} (slot {slot}{', clean' if clean else ''})"
+        where = "slot shuffled per instance" if slot == "*" else f"slot {slot}"
+        name = f"{label} ({where}{', clean' if clean else ''})"
         ax.plot(xs, ys, lw=2.5 if clean else 1.2, ls="-" if clean else "--", label=name)
     if not series:
         ax.text(0.5, 0.5, "this combiner has no mixing weights λ", ha="center", va="center")
