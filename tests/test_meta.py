@@ -12,13 +12,28 @@ from l2o.meta.checkpoint import checkpoint_path
 from l2o.meta.unroll import start_unroll, step_weights, task_observer, truncation_window
 from l2o.tasks import get_task
 
-TINY = TrainConfig(batch_size=8, horizon=20, truncation=5, iterations=4, val_every=2,
-                   val_instances=8, checkpoint_every=2)
+TINY = TrainConfig(
+    batch_size=8,
+    horizon=20,
+    truncation=5,
+    iterations=4,
+    val_every=2,
+    val_instances=8,
+    checkpoint_every=2,
+)
 
 
-def window(net, batch, start, steps, second_order=False):
-    return truncation_window(net, start, task_observer(batch), steps, step_weights("uniform", 40),
-                             batch, second_order)
+def window(net, batch, start, steps, second_order=False, log_loss=False):
+    return truncation_window(
+        net,
+        start,
+        task_observer(batch),
+        steps,
+        step_weights("uniform", 40),
+        batch,
+        second_order,
+        log_loss,
+    )
 
 
 def test_every_lstm_weight_receives_a_nonzero_meta_gradient():
@@ -50,15 +65,16 @@ def test_state_carries_across_truncations():
     assert not torch.allclose(losses_reset, losses_b)
 
 
-def test_surrogate_meta_gradient_equals_autograd_through_the_loss():
-    """First-order surrogate = autograd of Σ f(θ_t) with the optimizee gradient detached."""
+@pytest.mark.parametrize("log_loss", [False, True])
+def test_surrogate_meta_gradient_equals_autograd_through_the_loss(log_loss):
+    """First-order surrogate = autograd of Σ f(θ_t) (or Σ log f) with ∇f fed in detached."""
     net = build_from_config(TINY).double()
     batch = get_task("digits-mlp").sample("train", range(2))
     theta0 = batch.init_params().double()
     batch.X = batch.X.double()
     observe = task_observer(batch)
     start = start_unroll(net, theta0, observe)
-    objective, _, _ = window(net, batch, start, 4)
+    objective, _, _ = window(net, batch, start, 4, log_loss=log_loss)
     fast = torch.autograd.grad(objective, list(net.parameters()))
     # Reference: differentiate the real losses; feed detached autograd gradients to the net.
     theta, state, total = theta0, net.init_state(theta0.numel()), 0.0
@@ -66,7 +82,8 @@ def test_surrogate_meta_gradient_equals_autograd_through_the_loss():
     for step in range(1, 5):
         update, state = net(grad.reshape(-1), state)
         theta = theta + update.view_as(theta)
-        total = total + batch.loss(theta, step).mean()
+        loss = batch.loss(theta, step)
+        total = total + (loss.log() if log_loss else loss).mean()
         tt = theta.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(batch.loss(tt, step).sum(), tt)
     slow = torch.autograd.grad(total, list(net.parameters()))
@@ -95,8 +112,15 @@ def test_same_seed_same_result():
 
 
 def test_short_training_beats_its_own_initialisation_on_validation():
-    cfg = TrainConfig(batch_size=32, horizon=40, truncation=10, iterations=40, val_every=40,
-                      val_instances=32, meta_lr=0.01)
+    cfg = TrainConfig(
+        batch_size=32,
+        horizon=40,
+        truncation=10,
+        iterations=40,
+        val_every=40,
+        val_instances=32,
+        meta_lr=0.01,
+    )
     family = get_task("quadratic")
     batch = family.sample("validation", range(100, 132))  # not the instances used for selection
 
@@ -151,9 +175,11 @@ def test_nan_meta_loss_is_skipped_and_counted():
         theta0, observe, batch = base.sample(split, indices)
         calls["n"] += 1
         if calls["n"] == 2:  # the second meta-iteration's data blow up
+
             def observe_nan(theta, step):
                 loss, grad, inputs = observe(theta, step)
                 return loss * math.nan, grad, inputs
+
             return theta0, observe_nan, batch
         return theta0, observe, batch
 

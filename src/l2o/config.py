@@ -23,6 +23,7 @@ else:  # pragma: no cover
 
 PREPROCESS_CHOICES = ("log_sign", "none")
 LOSS_WEIGHT_CHOICES = ("uniform", "increasing", "final")
+META_LOSS_CHOICES = ("loss", "log")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class TrainConfig:
     horizon: int = 100  # T: optimizee steps per unroll
     truncation: int = 20  # optimizee steps per backpropagation window
     loss_weights: str = "uniform"  # weight of f(θ_t) in the meta-loss: uniform, increasing, final
+    meta_loss: str = "loss"  # sum of f(θ_t) (the paper's) or of log f(θ_t) ("log")
     second_order: bool = False  # keep ∂∇f/∂θ (the paper drops it: much cheaper, as good)
 
     # --- the outer (meta) optimizer ---
@@ -81,6 +83,10 @@ class TrainConfig:
             self.loss_weights in LOSS_WEIGHT_CHOICES,
             f"loss_weights must be one of {', '.join(LOSS_WEIGHT_CHOICES)}, "
             f"got {self.loss_weights!r}",
+        )
+        _check(
+            self.meta_loss in META_LOSS_CHOICES,
+            f"meta_loss must be one of {', '.join(META_LOSS_CHOICES)}, got {self.meta_loss!r}",
         )
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         _check(self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")

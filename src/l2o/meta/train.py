@@ -225,7 +225,14 @@ def _unroll_and_step(
     while state.step < config.horizon:
         steps = min(config.truncation, config.horizon - state.step)
         objective, losses, end = truncation_window(
-            net, state, observe, steps, weights, batch, config.second_order
+            net,
+            state,
+            observe,
+            steps,
+            weights,
+            batch,
+            config.second_order,
+            config.meta_loss == "log",
         )
         meta_opt.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(objective)) and bool(torch.isfinite(losses).all())

@@ -79,6 +79,9 @@ def step_weights(kind: str, horizon: int) -> Tensor:
     return w
 
 
+LOG_FLOOR = 1e-12
+
+
 def truncation_window(
     net: nn.Module,
     start: UnrollState,
@@ -87,8 +90,13 @@ def truncation_window(
     weights: Tensor,
     batch: TaskBatch | None = None,
     second_order: bool = False,
+    log_loss: bool = False,
 ) -> tuple[Tensor, Tensor, UnrollState]:
     """Run ``steps`` optimizee steps from ``start``.
+
+    With ``log_loss`` the meta-loss sums log f(θ_t) instead of f(θ_t): every factor of
+    improvement counts the same early and late in the run and on easy and hard instances
+    (losses must be positive; they are clamped at 1e-12).
 
     Returns:
         ``(objective, losses, end)``: a scalar to backpropagate (its gradient is the window's
@@ -112,10 +120,13 @@ def truncation_window(
         if second_order:
             loss = batch.loss(theta, step)
             inputs = _grad_with_graph(batch, theta, step)
-            objective = objective + w * loss.mean()
+            term = loss.clamp_min(LOG_FLOOR).log() if log_loss else loss
+            objective = objective + w * term.mean()
             loss = loss.detach()
         else:
             loss, grad, inputs = observe(theta.detach(), step)
+            if log_loss:  # ∇ log f = ∇f / f
+                grad = grad / loss.clamp_min(LOG_FLOOR).view(-1, *([1] * (grad.dim() - 1)))
             objective = objective + w * (grad * theta).sum() / theta.shape[0]
         losses.append(loss)
     return objective, torch.stack(losses), UnrollState(theta, inputs, state, step)
