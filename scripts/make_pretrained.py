@@ -92,6 +92,14 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="l2o compare folder (default RUN/compare)")
     parser.add_argument("--train-command", required=True)
     parser.add_argument("--compare-command", default="")
+    parser.add_argument(
+        "--also-compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("DIR", "COMMAND"),
+        help="another l2o compare folder (e.g. at other steps) and its command, recorded too",
+    )
     parser.add_argument("--note", default="", help="anything a user of it should know")
     args = parser.parse_args()
     run: Path = args.run
@@ -125,6 +133,11 @@ def main() -> None:
         )
     else:
         card["summary"] = f"{card['task']}, trained for T={card['horizon']} (no comparison run)"
+    if args.also_compare:
+        card["other_comparisons"] = [
+            {"command": command, **compare_summary(Path(folder))}
+            for folder, command in args.also_compare
+        ]
     if args.note:
         card["note"] = args.note
     path = PRETRAINED / f"{args.name}.card.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -246,3 +247,33 @@ def test_trains_a_model_with_a_briefly_trained_net() -> None:
     for _ in range(20):
         opt.step(closure)
     assert closure().item() < 0.5 * start
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_documented_pretrained_optimizers_ship() -> None:
+    assert {"quadratic", "digits-mlp"} <= set(l2o.pretrained.names())
+    with pytest.raises(l2o.L2OError, match="unknown pretrained optimizer 'nope'; known: "):
+        l2o.pretrained("nope")
+
+
+@pytest.mark.parametrize("name", l2o.pretrained.names())
+def test_pretrained_card_says_where_it_came_from(name: str) -> None:
+    from l2o.cli.listing import sections
+
+    net = l2o.pretrained(name)
+    card = l2o.pretrained.card(name)
+    assert card["task"] in l2o.tasks.list_tasks() and card["horizon"] >= 1
+    assert card["command"].startswith(f"l2o train {card['task']} --config configs/")
+    config_file = card["command"].split("--config ")[1].split()[0]
+    assert (ROOT / config_file).is_file()
+    assert card["training"]["iterations"] >= 1 and card["training"]["best_val_loss"] > 0
+    assert card["compare"]["optimizers"] and card["compare"]["steps"] >= 1
+    assert card["task"] in card["summary"] and f"T={card['horizon']}" in card["summary"]
+    assert sections()["pretrained"][name] == card["summary"]  # what `l2o list` prints
+    assert net.arch_config()["hidden_size"] == card["train_config"]["hidden_size"]
+    theta = nn.Parameter(torch.ones(3))
+    theta.grad = torch.ones(3)
+    l2o.LearnedOptimizer([theta], net).step()
+    assert torch.isfinite(theta).all() and not torch.equal(theta, torch.ones(3))
