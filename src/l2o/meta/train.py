@@ -54,8 +54,16 @@ class MetaProblem:
     """
 
     sample: Callable[[str, list[int]], tuple[torch.Tensor, Observe, TaskBatch | None]]
-    # final_loss(batch θ, split, indices) for validation; defaults to the observed loss.
+    # evaluate(net, split, indices, steps) → mean final loss, for validation; when None, the
+    # mean observed loss at the last step of an unroll of ``sample(split, indices)``.
     evaluate: Callable[[nn.Module, str, list[int], int], float] | None = None
+
+    def final_loss(self, net: nn.Module, split: str, indices: list[int], steps: int) -> float:
+        if self.evaluate is not None:
+            return self.evaluate(net, split, indices, steps)
+        theta0, observe, _ = self.sample(split, indices)
+        curve, _ = run_learned(net, theta0, observe, steps)
+        return float(curve[-1].mean())
 
 
 def task_problem(family: TaskFamily) -> MetaProblem:
@@ -148,7 +156,9 @@ def meta_train(
         history.rows = _read_metrics(run_dir, upto=training.iteration)
     if writer is not None:
         writer.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(writer / CONFIG_FILE, config.to_json())
+        # The same layout as the final config.json that save_optimizer writes beside the weights.
+        info = {"architecture": net.arch_config(), "train_config": config.to_dict()}
+        atomic_write_text(writer / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=True))
         _write_metrics(writer, history.rows)
     weights = step_weights(config.loss_weights, config.horizon)
     val_indices = list(range(config.val_instances))[rank::size]
@@ -262,8 +272,7 @@ def _mean(total: float, count: int) -> float:
 
 def _validate(net: nn.Module, problem: MetaProblem, indices: list[int], steps: int) -> float:
     """Mean final loss on validation instances (this rank's share, averaged over ranks)."""
-    assert problem.evaluate is not None
-    value = problem.evaluate(net, "validation", indices, steps) if indices else 0.0
+    value = problem.final_loss(net, "validation", indices, steps) if indices else 0.0
     value = distributed.all_mean(value if math.isfinite(value) else math.inf, len(indices))
     return value if math.isfinite(value) else math.inf
 
