@@ -85,11 +85,29 @@ def lambda_table(results: Mapping[str, Any]) -> str:
     slots = results.get("slots") or []
     final = results.get("lambda_final") or []
     clean = results.get("clean_slot")
-    lines = ["| slot | optimizee | final λ | clean |", "| ---: | --- | ---: | :---: |"]
+    shuffled = clean is None and any(isinstance(s, Mapping) and s.get("clean") for s in slots)
+    head = "optimizee (slot shuffled per instance)" if shuffled else "slot | optimizee"
+    lines = [
+        f"| {head} | final λ | clean |",
+        "| --- | ---: | :---: |" if shuffled else "| ---: | --- | ---: | :---: |",
+    ]
     for i, slot in enumerate(slots):
-        label = slot.get("label", str(i)) if isinstance(slot, Mapping) else str(slot)
+        info = slot if isinstance(slot, Mapping) else {"label": str(slot)}
         lam = _num(final[i]) if i < len(final) else ""
-        lines.append(f"| {i} | {label} | {lam} | {'✓' if i == clean else ''} |")
+        is_clean = info.get("clean", i == clean)
+        where = "" if shuffled else f"{info.get('slot', i)} | "
+        lines.append(f"| {where}{info.get('label', i)} | {lam} | {'✓' if is_clean else ''} |")
+    tested = results.get("lambda_test") or {}
+    for name, stats in tested.items():
+        if isinstance(stats, Mapping) and "clean_final_step_mean" in stats:
+            lines += [
+                "",
+                f"On test instances, {name} puts λ = "
+                f"{_num(stats['clean_final_step_mean'])} on the clean optimizee at the last "
+                f"step (mean over instances; lowest instance "
+                f"{_num(stats.get('clean_final_step_min'))}; over all steps "
+                f"{_num(stats.get('clean_all_steps_mean'))}).",
+            ]
     return "\n".join(lines)
 
 
@@ -148,7 +166,7 @@ def section(step: Step, out: Path, record: Mapping[str, Any]) -> str:
             f"Resolved config: `{(folder / 'config.json').relative_to(out)}`.",
             "",
         ]
-    if step.kind in ("compare", "generalization") and results:
+    if step.kind == "compare" and results:
         parts += [
             _figure(folder, out, "comparison.png", "loss vs step"),
             f"{results.get('instances')} test instances, {results.get('steps')} steps; "
@@ -159,11 +177,18 @@ def section(step: Step, out: Path, record: Mapping[str, Any]) -> str:
         ]
     if (folder / "generalization.md").is_file():
         parts += [
-            "Generalisation (learned vs best tuned baseline, median final loss):",
+            "Generalisation (learned vs best tuned baseline, median final loss; each "
+            "setting's baselines are tuned again for it):",
             "",
             (folder / "generalization.md").read_text().strip(),
             "",
         ]
+        figures = sorted((folder / "generalization").glob("*/comparison.png"))
+        if step.kind == "generalization" and figures:
+            links = ", ".join(f"[{p.parent.name}]({p.relative_to(out)})" for p in figures)
+            shown = [p for p in figures if p.parent.name in ("horizon-10x", "relu")]
+            parts += [f"Figures: {links}.", ""]
+            parts += [f"![{p.parent.name}]({p.relative_to(out)})" for p in shown] + [""]
     if step.kind == "concurrent" and results:
         parts += [
             _figure(folder, out, "lambdas.png", "λ per optimizee vs meta-iteration"),
