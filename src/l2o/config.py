@@ -165,16 +165,19 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         >>> load_config(overrides=["horizon=50", "task_options.dim=20"]).horizon
         50
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise L2OError(f"config file {path} does not exist")
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
+    values = read_toml(path) if path is not None else {}
     return config_from_dict(apply_overrides(values, overrides))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML config file as a dict, with clear errors for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise L2OError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def apply_overrides(values: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,17 +33,12 @@ from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
 from l2o.concurrent.plots import LAMBDA_FIELDS, plot_lambdas
 from l2o.concurrent.problem import SLOT_MODES, ConcurrentProblem
-from l2o.config import TrainConfig, apply_overrides, config_from_dict
+from l2o.config import TrainConfig, apply_overrides, config_from_dict, read_toml
 from l2o.errors import L2OError
 from l2o.evaluate import Evaluation, write_evaluation
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
 from l2o.serialization import atomic_write_text, save_optimizer
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +120,7 @@ def load_concurrent_config(
         >>> cfg.options, cfg.train.horizon, cfg.train.task
         ({'levels': [0.1, 1]}, 20, 'quadratic')
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise L2OError(f"config file {path} does not exist")
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
+    values = read_toml(path) if path is not None else {}
     values = apply_overrides(values, overrides)
     if initializer is not None:
         values["initializer"] = initializer
