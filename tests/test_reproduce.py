@@ -98,6 +98,7 @@ def test_the_plan_covers_every_experiment(tmp_path):
         "train-quadratic",
         "train-digits-mlp",
         "compare-quadratic",
+        "generalization-quadratic",
         "compare-digits-100",
         "compare-digits-200",
         "generalization",

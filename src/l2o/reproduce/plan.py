@@ -43,172 +43,124 @@ def configs_dir() -> Path:
 def plan(out: Path, quick: bool) -> list[Step]:
     """The steps of a full (or quick) reproduction writing under ``out``."""
     cfg = configs_dir()
+    if any(c.isspace() for c in str(out)):
+        raise L2OError(f"--out {str(out)!r} contains white space; choose a folder without")
 
-    def sub(name: str) -> str:
-        return str(out / name)
+    def args(line: str, *extra: str) -> tuple[str, ...]:
+        """An ``l2o`` command line; ``{configs}`` and ``{out}`` are filled in."""
+        return (*line.format(configs=cfg, out=out).split(), *extra)
 
     q = quick
-    # The quadratic trains in about two minutes, so even --quick trains it in full.
-    compare_small = ("--instances", "20", "--trials", "8", "--tune-instances", "12") if q else ()
-    compare_digits = (
-        ("--instances", "12", "--trials", "6", "--tune-instances", "6")
-        if q
-        else ("--trials", "40", "--tune-instances", "24")
+    # Fewer test instances, trials and iterations in --quick; the same commands.
+    tune_q = "--instances 20 --trials 8 --tune-instances 12" if q else ""
+    tune_q_horizon = "--instances 20 --trials 8 --tune-instances 12" if q else "--trials 30"
+    tune_d = (
+        "--instances 12 --trials 6 --tune-instances 6" if q else ("--trials 40 --tune-instances 24")
     )
-    conc = (
-        ("--set", "iterations=12", "--set", "eval_instances=8", "--set", "val_every=6") if q else ()
+    tune_d_gen = (
+        "--instances 12 --trials 6 --tune-instances 6" if q else ("--trials 20 --tune-instances 16")
     )
+    conc = "--set iterations=12 --set eval_instances=8 --set val_every=6" if q else ""
 
+    # The quadratic trains in about two minutes, so even --quick trains it in full.
     steps = [
         Step(
             "train-quadratic",
             "Meta-training on the quadratic",
-            ("train", "quadratic", "--config", str(cfg / "quadratic.toml")),
+            args("train quadratic --config {configs}/quadratic.toml"),
             "train",
-        ),
+        )
     ]
     if q and "digits-mlp" in pretrained.names():
-        # quick: the pretrained one, trained by `l2o train digits-mlp --config
+        # quick: the pretrained optimizer, trained by `l2o train digits-mlp --config
         # configs/digits-mlp.toml` (its card says so); training it takes ~8 minutes.
-        digits_optimizer = "digits-mlp"
-        digits_uses: tuple[str, ...] = ()
+        digits, digits_uses = "digits-mlp", ()
+        notes = (
+            "With --quick the digits optimizer is the pretrained `digits-mlp`, trained by "
+            "`l2o train digits-mlp --config configs/digits-mlp.toml` (see its card)."
+        )
     else:
         steps.append(
             Step(
                 "train-digits-mlp",
                 "Meta-training on the digits MLP",
-                (
-                    "train",
-                    "digits-mlp",
-                    "--config",
-                    str(cfg / "digits-mlp.toml"),
-                    *(("--set", "iterations=4", "--set", "batch_size=2") if q else ()),
-                ),
+                args("train digits-mlp --config {configs}/digits-mlp.toml"),
                 "train",
             )
         )
-        digits_optimizer = sub("train-digits-mlp")
-        digits_uses = ("train-digits-mlp",)
+        digits, digits_uses, notes = str(out / "train-digits-mlp"), ("train-digits-mlp",), ""
+    quad = str(out / "train-quadratic")
     steps += [
         Step(
             "compare-quadratic",
             "Quadratic: learned vs tuned baselines (100 steps)",
-            (
-                "compare",
-                "quadratic",
-                "--optimizer",
-                sub("train-quadratic"),
-                "--steps",
-                "100",
-                "--generalization",
-                "horizon",
-                *compare_small,
-            ),
+            args(f"compare quadratic --optimizer {quad} --steps 100 {tune_q}"),
             "compare",
+            uses=("train-quadratic",),
+        ),
+        Step(
+            "generalization-quadratic",
+            "Generalisation on the quadratic: horizon 1×, 2×, 10×",
+            args(
+                f"compare quadratic --optimizer {quad} --steps 100 --generalization horizon "
+                f"{tune_q_horizon}"
+            ),
+            "generalization",
             uses=("train-quadratic",),
         ),
         Step(
             "compare-digits-100",
             "Digits MLP: learned vs tuned baselines (100 steps)",
-            (
-                "compare",
-                "digits-mlp",
-                "--optimizer",
-                digits_optimizer,
-                "--steps",
-                "100",
-                *compare_digits,
-            ),
+            args(f"compare digits-mlp --optimizer {digits} --steps 100 {tune_d}"),
             "compare",
+            notes=notes,
             uses=digits_uses,
         ),
         Step(
             "compare-digits-200",
             "Digits MLP: learned vs tuned baselines (200 steps)",
-            (
-                "compare",
-                "digits-mlp",
-                "--optimizer",
-                digits_optimizer,
-                "--steps",
-                "200",
-                *compare_digits,
-            ),
+            args(f"compare digits-mlp --optimizer {digits} --steps 200 {tune_d}"),
             "compare",
+            notes=notes,
             uses=digits_uses,
         ),
         Step(
             "generalization",
-            "Generalisation: horizon, wider, deeper, ReLU (digits MLP)",
-            (
-                "compare",
-                "digits-mlp",
-                "--optimizer",
-                digits_optimizer,
-                "--steps",
-                "100",
-                "--generalization",
-                "all",
-                *compare_digits,
+            "Generalisation on the digits MLP: horizon, wider, deeper, ReLU",
+            args(
+                f"compare digits-mlp --optimizer {digits} --steps 100 --generalization all "
+                f"{tune_d_gen}"
             ),
             "generalization",
+            notes=notes,
             uses=digits_uses,
         ),
         Step(
             "concurrent-noise",
             "Concurrent: noisy least squares, softmax λ",
-            (
-                "concurrent",
-                "noise",
-                "--config",
-                str(cfg / "concurrent-noise.toml"),
-                "--seed",
-                "3",
-                *conc,
-            ),
+            args(f"concurrent noise --config {{configs}}/concurrent-noise.toml --seed 3 {conc}"),
             "concurrent",
         ),
         Step(
             "concurrent-rotation",
             "Concurrent: rotated digits, softmax λ",
-            (
-                "concurrent",
-                "rotation",
-                "--config",
-                str(cfg / "concurrent-rotation.toml"),
-                "--seed",
-                "3",
-                *conc,
+            args(
+                f"concurrent rotation --config {{configs}}/concurrent-rotation.toml --seed 3 {conc}"
             ),
             "concurrent",
         ),
         Step(
             "concurrent-poison-softmax",
             "Concurrent: poisoned labels, softmax λ",
-            (
-                "concurrent",
-                "poison",
-                "--config",
-                str(cfg / "concurrent-poison.toml"),
-                "--seed",
-                "3",
-                *conc,
-            ),
+            args(f"concurrent poison --config {{configs}}/concurrent-poison.toml --seed 3 {conc}"),
             "concurrent",
         ),
         Step(
             "concurrent-poison-attention",
-            "Concurrent: poisoned labels, attention",
-            (
-                "concurrent",
-                "poison",
-                "--config",
-                str(cfg / "concurrent-poison.toml"),
-                "--combiner",
-                "attention",
-                "--seed",
-                "3",
-                *conc,
+            "Concurrent: poisoned labels, attention (clean slot shuffled per instance)",
+            args(
+                f"concurrent poison --config {{configs}}/concurrent-poison.toml "
+                f"--combiner attention --seed 3 {conc}"
             ),
             "concurrent",
         ),
