@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display, the same pixels everywhere
 
@@ -204,6 +205,8 @@ def plot_comparison(records: Records, path: str | Path) -> Path:
     box.set_yticks(range(1, len(names) + 1), labels, fontsize=9)
     box.invert_yaxis()  # the learned optimizer on top, as in the legend
     box.set_xscale("log")
+    # Under a decade of spread, matplotlib labels the minor ticks too and they collide.
+    box.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     box.set_xlabel("final loss (log scale); box 25–75 %, whiskers 5–95 %")
     box.set_title(f"after {results.get('steps', '?')} steps", fontsize=10)
     box.grid(True, axis="x", which="major", alpha=0.3)
