@@ -6,8 +6,11 @@ import argparse
 import re
 from pathlib import Path
 
+import torch
+
 from l2o.cli.common import add_common, say
 from l2o.config import apply_overrides
+from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
 from l2o.tasks import get_task
 
@@ -30,11 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="task option, e.g. hidden=[40] (repeatable)",
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_common(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise L2OError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     options = apply_overrides({}, args.task_options)
     family = get_task(args.task, options)
     runners = [resolve_optimizer(spec) for spec in args.optimizer]
