@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo reproduce test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/l2o reproduce --quick --out runs/demo
+
+# The full run behind docs/reproduce (about an hour on 2 cores; finished steps are reused).
+reproduce: $(STAMP)
+	$(VENV)/bin/l2o reproduce --out runs/full
+	$(PY) scripts/publish_report.py runs/full docs/reproduce
 
 test: $(STAMP)
 	$(PY) -m pytest -q
