@@ -13,35 +13,74 @@ from safetensors.torch import save_file
 
 from l2o.cli.main import main
 
-TINY = ["--set", "iterations=3", "--set", "batch_size=4", "--set", "horizon=10",
-        "--set", "truncation=5", "--set", "val_instances=4", "--set", "val_every=3"]
+TINY = [
+    "--set",
+    "iterations=3",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "horizon=10",
+    "--set",
+    "truncation=5",
+    "--set",
+    "val_instances=4",
+    "--set",
+    "val_every=3",
+]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "l2o.cli.main", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "l2o.cli.main", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_train_then_evaluate_writes_the_documented_files(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "quadratic", "--out", str(run), *TINY]) == 0
-    for name in ("config.json", "optimizer.safetensors", "metrics.csv",
-                 "checkpoint/state.safetensors"):
+    for name in (
+        "config.json",
+        "optimizer.safetensors",
+        "metrics.csv",
+        "checkpoint/state.safetensors",
+    ):
         assert (run / name).is_file(), name
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
-    assert {"iteration", "meta_loss", "val_loss", "grad_norm", "skipped",
-            "wall_time"} <= set(rows[0])
+    assert {"iteration", "meta_loss", "val_loss", "grad_norm", "skipped", "wall_time"} <= set(
+        rows[0]
+    )
     out = tmp_path / "eval"
-    assert main(["evaluate", str(run), "adam:lr=0.1", "quadratic", "--steps", "7",
-                 "--instances", "5", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "adam:lr=0.1",
+                "quadratic",
+                "--steps",
+                "7",
+                "--instances",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 7 and results["instances"] == 5
     assert set(results["optimizers"]) == {"l2o", "adam"}
     for stats in results["optimizers"].values():
-        assert {"final_loss_mean", "final_loss_median", "final_loss_q25", "final_loss_q75",
-                "hyperparameters", "ms_per_step"} <= set(stats)
+        assert {
+            "final_loss_mean",
+            "final_loss_median",
+            "final_loss_q25",
+            "final_loss_q75",
+            "hyperparameters",
+            "ms_per_step",
+        } <= set(stats)
     assert results["optimizers"]["adam"]["hyperparameters"] == {"lr": 0.1}
     with open(out / "curves.csv") as f:
         curves = list(csv.DictReader(f))
@@ -52,8 +91,10 @@ def test_train_then_evaluate_writes_the_documented_files(tmp_path, capsys):
 def test_resume_continues(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "quadratic", "--out", str(run), *TINY]) == 0
-    assert main(["train", "quadratic", "--out", str(run), *TINY, "--set", "iterations=5",
-                 "--resume"]) == 0
+    assert (
+        main(["train", "quadratic", "--out", str(run), *TINY, "--set", "iterations=5", "--resume"])
+        == 0
+    )
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 5
 
 
