@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from l2o.nets.scalars import scalar
 from l2o.tasks.base import TaskBatch
 
 # observe(θ, step) → (loss (B,), ∇loss (B, D), network inputs (B, D, ...)).
@@ -127,7 +128,7 @@ def truncation_window(
             loss, grad, inputs = observe(theta.detach(), step)
             if log_loss:  # ∇ log f = ∇f / f
                 grad = grad / loss.clamp_min(LOG_FLOOR).view(-1, *([1] * (grad.dim() - 1)))
-            objective = objective + w * (grad * theta).sum() / theta.shape[0]
+            objective = objective + w * (grad * theta).sum() / scalar(theta.shape[0], theta)
         losses.append(loss)
     return objective, torch.stack(losses), UnrollState(theta, inputs, state, step)
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from l2o.errors import L2OError
 from l2o.nets.lstm_cell import lstm_layer
 from l2o.nets.preprocess import PREPROCESS_KINDS, feature_count, preprocess
+from l2o.nets.scalars import scalar
 
 State = tuple[Tensor, ...]  # (h₁, c₁, h₂, c₂, ...), each (n, hidden_size)
 
@@ -49,7 +50,7 @@ def lstm_update(
         new_state += [h, c]
         x = h
     out = torch.mv(x, weights["out.weight"]) + weights["out.bias"]
-    return out * output_scale, tuple(new_state)
+    return out * scalar(output_scale, out), tuple(new_state)
 
 
 class LSTMOptimizer(nn.Module):

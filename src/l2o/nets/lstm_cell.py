@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from l2o.nets.scalars import scalar
+
 _SCALES: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
 
@@ -38,7 +40,8 @@ class LSTMLayer(torch.autograd.Function):
         gates = torch.addmm(bias * gate_scale, xh, weight * gate_scale).sigmoid_()
         i, f, o, s = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         c_new = torch.addcmul(f * c, i, s, value=2.0).sub_(i)  # f·c + i·(2σ − 1)
-        tanh_c = torch.sigmoid(2.0 * c_new).mul_(2.0).sub_(1.0)
+        two, one = scalar(2.0, c_new), scalar(1.0, c_new)
+        tanh_c = torch.sigmoid(c_new + c_new).mul_(two).sub_(one)  # 2σ(2c) − 1, exactly
         h_new = o * tanh_c
         ctx.save_for_backward(xh, gates, c, tanh_c, weight)
         ctx.x_size = x.shape[1]
@@ -52,7 +55,8 @@ class LSTMLayer(torch.autograd.Function):
         i, f, o, s = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         if dh is None:
             dh = torch.zeros_like(c)
-        dc_total = dh * o * (1.0 - tanh_c * tanh_c)
+        one = scalar(1.0, c)
+        dc_total = dh * o * (one - tanh_c * tanh_c)
         if dc is not None:
             dc_total = dc_total + dc
         # d/d(gate outputs), then through σ' (and tanh' = 4σ(1 − σ) for g) in one pass.
@@ -65,7 +69,7 @@ class LSTMLayer(torch.autograd.Function):
             ),
             dim=1,
         )
-        dz = d_gates * gates * (1.0 - gates) * deriv_scale
+        dz = d_gates * gates * (one - gates) * deriv_scale
         d_xh = dz @ weight.t()
         d_weight = xh.t() @ dz
         d_bias = dz.sum(0)

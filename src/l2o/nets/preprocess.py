@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from l2o.nets.scalars import scalar
+
 
 def log_sign(grad: Tensor, p: float = 10.0) -> Tensor:
     """Map each gradient entry to two features, shape ``grad.shape + (2,)``.
@@ -20,9 +22,11 @@ def log_sign(grad: Tensor, p: float = 10.0) -> Tensor:
     """
     threshold = math.exp(-p)
     magnitude = grad.abs()
-    large = magnitude >= threshold
-    log_part = torch.where(large, magnitude.clamp_min(threshold).log() / p, -1.0)
-    sign_part = torch.where(large, grad.sign(), grad * math.exp(p))
+    large = magnitude >= scalar(threshold, grad)
+    log_part = torch.where(
+        large, magnitude.clamp_min(threshold).log() / scalar(p, grad), scalar(-1.0, grad)
+    )
+    sign_part = torch.where(large, grad.sign(), grad * scalar(math.exp(p), grad))
     return torch.stack((log_part, sign_part), dim=-1)
 
 

@@ -30,7 +30,8 @@ class QuadraticBatch(TaskBatch):
     def loss_and_grad(self, theta: Tensor, step: int) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             r = self.residual(theta)
-            grad = 2.0 * torch.bmm(r.unsqueeze(1), self.W).squeeze(1)
+            grad = torch.bmm(r.unsqueeze(1), self.W).squeeze(1)
+            grad = grad + grad  # 2Wᵀr, exactly (no Python scalar: see l2o.nets.scalars)
             return r.pow(2).sum(-1), grad
 
 
