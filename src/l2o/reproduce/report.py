@@ -215,10 +215,11 @@ def write_report(
     lines = [
         "# l2o: reproduction report",
         "",
-        f"Produced by `{invocation}` ({'quick settings' if quick else 'full settings'}) in "
-        f"{total_seconds / 60:.1f} minutes of wall time"
+        f"Produced by `{invocation}` ({'quick settings' if quick else 'full settings'}): "
+        f"{total_seconds / 60:.1f} minutes of wall time for this invocation"
         + (
-            " (some steps reused from an earlier run)"
+            f"; the steps took {sum(r.get('wall_seconds', 0.0) for r in records.values()) / 60:.1f}"
+            " minutes in all, some in an earlier invocation (reused)"
             if any(r.get("reused") for r in records.values())
             else ""
         )
