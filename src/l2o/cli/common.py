@@ -29,6 +29,13 @@ def add_common(parser: argparse.ArgumentParser, default_out: str | None = None) 
     parser.add_argument("--seed", type=int, default=None, help="random seed")
 
 
+def add_key_values(parser: argparse.ArgumentParser, flag: str, dest: str, help: str) -> None:
+    """A repeatable ``FLAG KEY=VALUE`` option gathered in a list (``--set``, ``--task-option``)."""
+    parser.add_argument(
+        flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def progress(total: int, desc: str, **kwargs: Any) -> tqdm:
     """A progress bar on stderr, off when stderr is not a terminal (or ``disable=True``)."""
     disable = kwargs.pop("disable", False) or not sys.stderr.isatty()

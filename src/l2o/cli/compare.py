@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from l2o.cli.common import add_common, progress, say
+from l2o.cli.common import add_common, add_key_values, progress, say
 from l2o.compare.comparison import (
     DEFAULT_BASELINES,
     Outcome,
@@ -94,13 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--replot", action="store_true", help="redraw the figures from the files in --out only"
     )
-    parser.add_argument(
-        "--task-option",
-        dest="task_options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="task option, e.g. hidden=[40] (repeatable)",
+    add_key_values(
+        parser, "--task-option", "task_options", "task option, e.g. hidden=[40] (repeatable)"
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1; 2 cores are shared)"

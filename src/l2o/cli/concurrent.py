@@ -11,7 +11,7 @@ import argparse
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, progress, say
+from l2o.cli.common import add_common, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import load_concurrent_config, run_experiment
 
@@ -26,13 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--combiner", help=f"one of {', '.join(COMBINERS)} (default softmax)", default=None
     )
     parser.add_argument("--config", type=Path, help="TOML config file")
-    parser.add_argument(
+    add_key_values(
+        parser,
         "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key: training (horizon=50), concurrent (clean_slot=2) "
+        "overrides",
+        "override a key: training (horizon=50), concurrent (clean_slot=2) "
         "or initializer option (options.levels=[0.01,0.5])",
     )
     add_common(parser)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from l2o.cli.common import add_common, say
+from l2o.cli.common import add_common, add_key_values, say
 from l2o.config import apply_overrides
 from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
@@ -25,13 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("task", help="task name (see `l2o list`)")
     parser.add_argument("--steps", type=int, default=100, help="optimizee steps (default 100)")
     parser.add_argument("--instances", type=int, default=100, help="test instances (default 100)")
-    parser.add_argument(
-        "--task-option",
-        dest="task_options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="task option, e.g. hidden=[40] (repeatable)",
+    add_key_values(
+        parser, "--task-option", "task_options", "task option, e.g. hidden=[40] (repeatable)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_common(parser)

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, progress, say
+from l2o.cli.common import add_common, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
@@ -17,14 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="meta-train a learned optimizer on a task")
     parser.add_argument("task", help="task name (see `l2o list`)")
     parser.add_argument("--config", type=Path, help="TOML config file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    add_key_values(parser, "--set", "overrides", "override a config key (repeatable)")
     parser.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint after an interruption"
     )
