@@ -58,7 +58,7 @@ def plan(out: Path, quick: bool) -> list[Step]:
         "--instances 12 --trials 6 --tune-instances 6" if q else ("--trials 40 --tune-instances 24")
     )
     tune_d_gen = (
-        "--instances 12 --trials 6 --tune-instances 6" if q else ("--trials 20 --tune-instances 16")
+        "--instances 8 --trials 4 --tune-instances 4" if q else ("--trials 20 --tune-instances 16")
     )
     conc = "--set iterations=12 --set eval_instances=8 --set val_every=6" if q else ""
 
