@@ -54,3 +54,13 @@ def test_config_is_frozen_and_round_trips():
         cfg.horizon = 5  # type: ignore[misc]
     assert cfg.replace(horizon=50).horizon == 50
     assert TrainConfig(**cfg.to_dict()) == cfg
+
+
+def test_a_task_brings_its_recommended_settings_and_explicit_values_win(tmp_path):
+    cfg = load_config(overrides=["task=digits-mlp"])
+    assert (cfg.batch_size, cfg.iterations) == (8, 150)
+    assert load_config(overrides=["task=digits-mlp", "batch_size=4"]).batch_size == 4
+    path = tmp_path / "c.toml"
+    path.write_text('task = "digits-mlp"\niterations = 3\n')
+    assert load_config(path).iterations == 3 and load_config(path).batch_size == 8
+    assert load_config(overrides=["task=quadratic"]).batch_size == 128

@@ -161,12 +161,18 @@ def _coerce(key: str, value: Any) -> Any:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
     """Read a TOML config (or start from the defaults) and apply ``key=value`` overrides.
 
+    The task's own recommended settings (``TaskFamily.train_defaults``, e.g. a smaller batch
+    for the digits MLP) come first; the file and the overrides take precedence over them.
+
     Example:
         >>> load_config(overrides=["horizon=50", "task_options.dim=20"]).horizon
         50
     """
-    values = read_toml(path) if path is not None else {}
-    return config_from_dict(apply_overrides(values, overrides))
+    from l2o.tasks import task_train_defaults
+
+    values = apply_overrides(read_toml(path) if path is not None else {}, overrides)
+    task = values.get("task", TrainConfig.task)
+    return config_from_dict({**task_train_defaults(str(task)), **values})
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -44,6 +44,11 @@ def get_task(name: str, options: Mapping[str, Any] | None = None) -> TaskFamily:
     return family
 
 
+def task_train_defaults(name: str) -> dict[str, Any]:
+    """The meta-training settings a registered task recommends (``{}`` when none or unknown)."""
+    return dict(getattr(_REGISTRY.get(name), "train_defaults", None) or {})
+
+
 def list_tasks() -> dict[str, str]:
     """Task name → one-line description."""
     return {name: get_task(name).describe() for name in sorted(_REGISTRY)}
@@ -63,4 +68,5 @@ __all__ = [
     "instance_seed",
     "list_tasks",
     "register_task",
+    "task_train_defaults",
 ]

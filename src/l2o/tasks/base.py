@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -71,6 +72,9 @@ class TaskFamily(ABC):
 
     name: str
     dim: int
+    # Meta-training settings this task needs instead of TrainConfig's (the paper's quadratic)
+    # defaults; `load_config` (hence `l2o train`) applies them under the file and --set values.
+    train_defaults: ClassVar[Mapping[str, Any]] = {}
 
     @abstractmethod
     def sample(self, split: str, indices: Sequence[int]) -> TaskBatch:
