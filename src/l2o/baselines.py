@@ -11,7 +11,7 @@ the same instances, minibatches and initial parameters as the learned optimizer.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,3 @@ def parse_baseline(spec: str) -> tuple[Baseline, dict[str, Any]]:
         hyperparameters[key.strip()] = value
     baseline.make([torch.zeros(1, requires_grad=True)], hyperparameters)  # validate now
     return baseline, hyperparameters
-
-
-OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
