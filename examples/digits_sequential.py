@@ -66,11 +66,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    net = (
-        l2o.pretrained(args.optimizer)
-        if args.optimizer in l2o.pretrained.names()
-        else l2o.load(args.optimizer)
-    )
+    net = l2o.load(args.optimizer)  # a pretrained name or a run folder
     X, y = unseen_digits()
     makers: dict[str, Maker] = {"l2o": lambda p: l2o.LearnedOptimizer(p, net)}
     for lr in (float(v) for v in args.adam_lrs.split(",")):

@@ -64,11 +64,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    net = (
-        l2o.pretrained(args.optimizer)
-        if args.optimizer in l2o.pretrained.names()
-        else l2o.load(args.optimizer)
-    )
+    net = l2o.load(args.optimizer)  # a pretrained name or a run folder
     n = args.problems
     learned = final_losses(n, lambda p: l2o.LearnedOptimizer(p, net))
     adam = {lr: final_losses(n, lambda p, lr=lr: torch.optim.Adam(p, lr=lr)) for lr in ADAM_LRS}

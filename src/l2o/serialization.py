@@ -113,14 +113,17 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def load(source: str | Path) -> nn.Module:
-    """Load a learned optimizer from a run folder or a ``.safetensors`` file.
+    """Load a learned optimizer from a run folder, a ``.safetensors`` file or a pretrained name.
 
     Example:
         >>> net = l2o.load("runs/quadratic")  # doctest: +SKIP
     """
+    from l2o import pretrained
     from l2o.nets import build_net
 
     path = Path(source)
+    if not path.exists() and str(source) in pretrained.names():
+        path = pretrained.path(str(source))
     if path.is_dir():
         path = path / WEIGHTS_FILE
         if not path.is_file():

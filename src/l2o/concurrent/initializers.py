@@ -37,7 +37,7 @@ from torch import Tensor
 from l2o.errors import L2OError
 from l2o.tasks import TaskBatch, TaskFamily, get_task, instance_generator
 from l2o.tasks.digits_mlp import DigitsMLP, MinibatchStream
-from l2o.tasks.mlp import mlp_loss, mlp_loss_and_grad
+from l2o.tasks.mlp import mlp_loss, mlp_loss_and_grad, whole_data
 from l2o.tasks.quadratic import Quadratic
 
 OPTIMIZEE_FRACTION = 2 / 3  # of each half of the digits: the rest is clean held-out data
@@ -248,17 +248,13 @@ class DigitsVariantBatch(ConcurrentBatch):
         return loss.view(B, K), grad.view(B, K, -1).transpose(1, 2)
 
     def clean_loss_and_grad(self, theta: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        B = theta.shape[0]
-        x = self.held_x.expand(B, *self.held_x.shape)
-        labels = self.held_y.expand(B, *self.held_y.shape)
+        x, labels = whole_data(self.held_x, self.held_y, theta.shape[0])
         f = self.family
         return mlp_loss_and_grad(theta, f.shape, x, labels, f.activation, f.loss)
 
     def eval_loss(self, theta: Tensor) -> Tensor:
         with torch.no_grad():
-            B = theta.shape[0]
-            x = self.held_x.expand(B, *self.held_x.shape)
-            labels = self.held_y.expand(B, *self.held_y.shape)
+            x, labels = whole_data(self.held_x, self.held_y, theta.shape[0])
             f = self.family
             return mlp_loss(theta, f.shape, x, labels, f.activation, f.loss)
 

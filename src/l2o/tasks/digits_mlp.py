@@ -12,7 +12,14 @@ from torch import Tensor
 
 from l2o.errors import L2OError
 from l2o.tasks.base import TaskBatch, TaskFamily, instance_generator, instance_seed
-from l2o.tasks.mlp import ACTIVATIONS, LOSSES, MLPShape, mlp_loss, mlp_loss_and_grad
+from l2o.tasks.mlp import (
+    ACTIVATIONS,
+    LOSSES,
+    MLPShape,
+    mlp_loss,
+    mlp_loss_and_grad,
+    whole_data,
+)
 
 SPLIT_SEED = 0  # the one fixed shuffle that halves the images into meta-train and meta-test
 
@@ -89,9 +96,7 @@ class MLPBatch(TaskBatch):
     def eval_loss(self, theta: Tensor) -> Tensor:
         """The loss on all of this instance's images (a smooth curve, not one minibatch's)."""
         with torch.no_grad():
-            B = theta.shape[0]
-            x = self.X.expand(B, *self.X.shape)
-            labels = self.y.expand(B, *self.y.shape)
+            x, labels = whole_data(self.X, self.y, theta.shape[0])
             return mlp_loss(theta, self.shape, x, labels, self.activation, self.loss_name)
 
 

@@ -51,6 +51,11 @@ class MLPShape:
         return theta
 
 
+def whole_data(X: Tensor, labels: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """``X`` ``(m, in)`` and ``labels`` ``(m,)`` as views for B MLPs that all see every row."""
+    return X.expand(batch, *X.shape), labels.expand(batch, *labels.shape)
+
+
 def _activate(z: Tensor, activation: str) -> Tensor:
     if activation == "sigmoid":
         return torch.sigmoid(z)
