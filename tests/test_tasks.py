@@ -112,3 +112,13 @@ def test_users_can_register_their_own_task():
     register_task("test-line", Line)
     assert "test-line" in list_tasks()
     assert get_task("test-line").sample("train", [0, 1]).init_params().shape == (2, 1)
+
+
+def test_layouts_cover_theta_in_order():
+    from l2o.tasks import get_task, layout_sizes
+
+    quad = get_task("quadratic").sample("train", [0, 1])
+    assert quad.layout == ((10,),)
+    mlp = get_task("digits-mlp", {"hidden": [5, 4]}).sample("train", [0])
+    assert mlp.layout == ((64, 5), (5,), (5, 4), (4,), (4, 10), (10,))
+    assert sum(layout_sizes(mlp.layout)) == mlp.dim

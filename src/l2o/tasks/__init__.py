@@ -12,7 +12,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from l2o.errors import L2OError
-from l2o.tasks.base import SPLITS, TaskBatch, TaskFamily, instance_generator, instance_seed
+from l2o.tasks.base import (
+    SPLITS,
+    Layout,
+    TaskBatch,
+    TaskFamily,
+    instance_generator,
+    instance_seed,
+    layout_sizes,
+)
 from l2o.tasks.digits_mlp import DigitsMLP
 from l2o.tasks.quadratic import Quadratic
 
@@ -59,6 +67,7 @@ register_task("digits-mlp", DigitsMLP)
 
 __all__ = [
     "SPLITS",
+    "Layout",
     "DigitsMLP",
     "Quadratic",
     "TaskBatch",
@@ -66,6 +75,7 @@ __all__ = [
     "get_task",
     "instance_generator",
     "instance_seed",
+    "layout_sizes",
     "list_tasks",
     "register_task",
     "task_train_defaults",

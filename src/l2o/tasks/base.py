@@ -8,6 +8,7 @@ every call below works on the whole batch at once, with no Python loop over inst
 
 from __future__ import annotations
 
+import math
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,15 @@ from torch import Tensor
 from l2o.errors import L2OError
 
 SPLITS = ("train", "validation", "test")
+
+# How a flat θ of one instance splits into tensors: their shapes, in order (sizes sum to dim).
+# Learned optimizers normalise features per tensor; the drop-in optimizer uses the real tensors.
+Layout = tuple[tuple[int, ...], ...]
+
+
+def layout_sizes(layout: Layout) -> list[int]:
+    """The number of coordinates of each tensor of a layout."""
+    return [math.prod(shape) for shape in layout]
 
 
 def instance_seed(task: str, split: str, index: int) -> int:
@@ -41,6 +51,11 @@ class TaskBatch(ABC):
 
     size: int
     dim: int
+
+    @property
+    def layout(self) -> Layout:
+        """The tensors θ splits into (default: one tensor of ``dim`` coordinates)."""
+        return ((self.dim,),)
 
     @abstractmethod
     def init_params(self) -> Tensor:

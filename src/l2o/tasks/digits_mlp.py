@@ -78,6 +78,10 @@ class MLPBatch(TaskBatch):
         self.stream, self.activation, self.loss_name = stream, activation, loss
         self.size, self.dim = theta0.shape
 
+    @property
+    def layout(self) -> tuple[tuple[int, ...], ...]:
+        return self.shape.layout
+
     def init_params(self) -> Tensor:
         return self.theta0.clone()
 

@@ -33,6 +33,15 @@ class MLPShape:
             self.slices.append((w, b))
         self.dim = offset
 
+    @property
+    def layout(self) -> tuple[tuple[int, ...], ...]:
+        """Weight ``(in, out)`` and bias ``(out,)`` of each layer, in θ's order."""
+        return tuple(
+            shape
+            for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:])
+            for shape in ((fan_in, fan_out), (fan_out,))
+        )
+
     def unflatten(self, theta: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Views ``(B, in, out)`` and ``(B, 1, out)`` of each layer's weight and bias."""
         B = theta.shape[0]
