@@ -67,8 +67,8 @@ register_task("digits-mlp", DigitsMLP)
 
 __all__ = [
     "SPLITS",
-    "Layout",
     "DigitsMLP",
+    "Layout",
     "Quadratic",
     "TaskBatch",
     "TaskFamily",
