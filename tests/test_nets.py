@@ -82,7 +82,7 @@ def test_build_net_validates():
         build_net({"optimizer": "transformer"})
     with pytest.raises(L2OError, match="preprocess must be one of"):
         build_net({"optimizer": "lstm", "preprocess": "tanh"})
-    with pytest.raises(L2OError, match="invalid architecture"):
+    with pytest.raises(L2OError, match="unknown architecture key"):
         build_net({"optimizer": "lstm", "depth": 3})
 
 

@@ -15,32 +15,34 @@ from pathlib import Path
 from typing import Any
 
 from l2o.errors import L2OError
+from l2o.nets.spec import NET_KEYS, NetSpec, spec_from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PREPROCESS_CHOICES = ("log_sign", "none")
 LOSS_WEIGHT_CHOICES = ("uniform", "increasing", "final")
 META_LOSS_CHOICES = ("loss", "log")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TrainConfig:
-    """Everything that decides a meta-training run. Defaults reproduce the paper's set-up."""
+    """Everything that decides a meta-training run. Defaults reproduce the paper's set-up.
+
+    Keyword arguments are the fields below and the architecture keys of
+    :class:`~l2o.nets.NetSpec` (``TrainConfig(optimizer="mlp", hidden_size=8)``).
+    """
 
     # --- the optimizee family ---
     task: str = "quadratic"  # a name from `l2o list`
     task_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"dim": 20}
 
     # --- the learned optimizer (architecture; saved with the weights) ---
-    optimizer: str = "lstm"  # the paper's coordinatewise LSTM
-    hidden_size: int = 20  # units per LSTM layer
-    layers: int = 2  # stacked LSTM layers
-    output_scale: float = 0.1  # the update is output_scale * linear(h)
-    preprocess: str = "log_sign"  # "log_sign" (log|g|/p, sign g) or "none" (raw gradients)
-    preprocess_p: float = 10.0  # p of the log/sign preprocessing
+    # Its keys (optimizer, hidden_size, layers, output_scale, preprocess, ...) are written flat in
+    # TOML, --set and config.json, and read as config.hidden_size etc.: see l2o.nets.spec.NetSpec
+    # for each one's meaning and default. The default is the paper's 2×20 LSTM.
+    net: NetSpec = field(default_factory=NetSpec)
 
     # --- the unroll ---
     batch_size: int = 128  # task instances per meta-iteration, run side by side
@@ -62,17 +64,33 @@ class TrainConfig:
     seed: int = 0  # initialises the LSTM; task instances come from their own seed streams
     threads: int = 1  # torch threads; two only pay off above ~10k coordinates
 
+    def __init__(self, **values: Any) -> None:
+        arch = {k: values.pop(k) for k in list(values) if k in NET_KEYS}
+        net = values.pop("net", None)
+        if arch:
+            net = (net or NetSpec()).replace(**arch)
+        object.__setattr__(self, "net", net if net is not None else NetSpec())
+        for f in dataclasses.fields(self):
+            if f.name == "net":
+                continue
+            if f.name in values:
+                value = values.pop(f.name)
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
+        if values:
+            raise L2OError(
+                f"unknown config key(s) {', '.join(sorted(values))}; "
+                f"known keys: {', '.join(sorted({*_FIELD_TYPES, *NET_KEYS}))}"
+            )
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_options", dict(self.task_options))
         _check(isinstance(self.task, str) and self.task != "", "task must be a task name")
-        _check(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
-        _check(self.layers >= 1, f"layers must be >= 1, got {self.layers}")
-        _check(self.output_scale > 0, f"output_scale must be > 0, got {self.output_scale}")
-        _check(
-            self.preprocess in PREPROCESS_CHOICES,
-            f"preprocess must be one of {', '.join(PREPROCESS_CHOICES)}, got {self.preprocess!r}",
-        )
-        _check(self.preprocess_p > 0, f"preprocess_p must be > 0, got {self.preprocess_p}")
+        _check(isinstance(self.net, NetSpec), "net must be an l2o.nets.NetSpec")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
         _check(
@@ -99,12 +117,29 @@ class TrainConfig:
         )
         _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
 
+    def __getattr__(self, name: str) -> Any:
+        # config.hidden_size etc.: the architecture keys are read through to the spec
+        if name in NET_KEYS and "net" in self.__dict__:
+            return getattr(self.net, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
-        return config_from_dict({**self.to_dict(), **changes})
+        """A copy with some keys changed (validated again; a new ``optimizer`` kind resets the
+        architecture keys not given to that kind's defaults)."""
+        net_changes = {k: changes.pop(k) for k in list(changes) if k in NET_KEYS}
+        net = self.net.replace(**net_changes) if net_changes else self.net
+        train = {k: v for k, v in self.to_dict().items() if k not in NET_KEYS}
+        return config_from_dict({**train, **net.arch_config(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Flat keys, as in TOML (the architecture keys of the chosen kind included)."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "net":
+                values.update(self.net.arch_config())
+            else:
+                values[f.name] = getattr(self, f.name)
+        return values
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -115,20 +150,22 @@ def _check(ok: bool, message: str) -> None:
         raise L2OError(message)
 
 
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name != "net"}
 
 
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
-    """Build a config from a plain mapping, rejecting unknown keys and wrong types."""
-    unknown = sorted(set(values) - set(_FIELD_TYPES))
+    """Build a config from a plain (flat) mapping, rejecting unknown keys and wrong types."""
+    unknown = sorted(set(values) - set(_FIELD_TYPES) - set(NET_KEYS))
     if unknown:
         raise L2OError(
             f"unknown config key(s) {', '.join(unknown)}; "
-            f"known keys: {', '.join(sorted(_FIELD_TYPES))}"
+            f"known keys: {', '.join(sorted({*_FIELD_TYPES, *NET_KEYS}))}"
         )
     checked: dict[str, Any] = {}
     for key, value in values.items():
-        checked[key] = _coerce(key, value)
+        if key not in NET_KEYS:
+            checked[key] = _coerce(key, value)
+    checked["net"] = spec_from_dict({k: v for k, v in values.items() if k in NET_KEYS})
     try:
         return TrainConfig(**checked)
     except TypeError as exc:  # pragma: no cover - guarded by _coerce

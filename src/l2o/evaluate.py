@@ -44,7 +44,12 @@ class LearnedRunner(Runner):
 
     def run(self, batch: TaskBatch, steps: int) -> Tensor:
         curve, _ = run_learned(
-            self.net, batch.init_params(), task_observer(batch), steps, record=batch.eval_loss
+            self.net,
+            batch.init_params(),
+            task_observer(batch),
+            steps,
+            record=batch.eval_loss,
+            layout=batch.layout,
         )
         return curve
 

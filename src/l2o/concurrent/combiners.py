@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from l2o.errors import L2OError
-from l2o.nets import register_net
 from l2o.nets.lstm import LSTMOptimizer
 from l2o.nets.preprocess import feature_count, preprocess
+from l2o.nets.spec import register_net
 
 
 class ConcurrentNet(LSTMOptimizer):
@@ -232,8 +232,25 @@ class ReferenceNet(ConcurrentNet):
 NETS: dict[str, type[ConcurrentNet]] = {
     net.kind: net for net in (SoftmaxNet, ConcatNet, MeanStdNet, AttentionNet, ReferenceNet)
 }
+_SPEC_KEYS = ("hidden_size", "layers", "output_scale", "preprocess", "preprocess_p", "k")
+_EXTRA_KEYS = {
+    SoftmaxNet: ("logit_scale",),
+    AttentionNet: ("attention_hidden",),
+    ReferenceNet: ("rule", "trim"),
+}
+
+
+def _builder(cls: type[ConcurrentNet]):
+    keys = _SPEC_KEYS + _EXTRA_KEYS.get(cls, ())
+
+    def build(spec, seed: int | None = None) -> ConcurrentNet:
+        return cls(**{key: getattr(spec, key) for key in keys}, seed=seed)
+
+    return build
+
+
 for _kind, _cls in NETS.items():
-    register_net(_kind, _cls)
+    register_net(_kind, _builder(_cls), keys=_SPEC_KEYS + _EXTRA_KEYS.get(_cls, ()))
 
 COMBINERS = {
     "softmax": "learned convex weights λ over the K gradients (interpretable)",

@@ -62,7 +62,7 @@ class MetaProblem:
         if self.evaluate is not None:
             return self.evaluate(net, split, indices, steps)
         theta0, observe, _ = self.sample(split, indices)
-        curve, _ = run_learned(net, theta0, observe, steps)
+        curve, _ = run_learned(net, theta0, observe, steps)  # concurrent: one tensor per θ
         return float(curve[-1].mean())
 
 
@@ -73,7 +73,9 @@ def task_problem(family: TaskFamily) -> MetaProblem:
 
     def evaluate(net: nn.Module, split: str, indices: list[int], steps: int) -> float:
         batch = family.sample(split, indices)
-        _, theta = run_learned(net, batch.init_params(), task_observer(batch), steps)
+        _, theta = run_learned(
+            net, batch.init_params(), task_observer(batch), steps, layout=batch.layout
+        )
         return float(batch.eval_loss(theta).mean())
 
     return MetaProblem(sample, evaluate)
@@ -92,15 +94,7 @@ IterationCallback = Callable[[dict[str, float]], None]
 
 def build_from_config(config: TrainConfig) -> nn.Module:
     """A freshly initialised learned optimizer for ``config`` (seeded by ``config.seed``)."""
-    arch = {
-        "optimizer": config.optimizer,
-        "hidden_size": config.hidden_size,
-        "layers": config.layers,
-        "output_scale": config.output_scale,
-        "preprocess": config.preprocess,
-        "preprocess_p": config.preprocess_p,
-    }
-    return build_net(arch, seed=config.seed)
+    return build_net(config.net, seed=config.seed)
 
 
 def meta_train(
@@ -230,7 +224,7 @@ def _unroll_and_step(
     whether every window was finite (a non-finite window is skipped and ends the unroll).
     """
     theta0, observe, batch = problem.sample("train", indices)
-    state = start_unroll(net, theta0, observe)
+    state = start_unroll(net, theta0, observe, batch.layout if batch is not None else None)
     total, count, grad_norm = 0.0, 0, 0.0
     while state.step < config.horizon:
         steps = min(config.truncation, config.horizon - state.step)

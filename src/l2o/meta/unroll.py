@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.nets.scalars import scalar
-from l2o.tasks.base import TaskBatch
+from l2o.tasks.base import Layout, TaskBatch
 
 # observe(θ, step) → (loss (B,), ∇loss (B, D), network inputs (B, D, ...)).
 # For a plain task the inputs are the gradient itself; the concurrent framework passes the K
@@ -38,12 +38,14 @@ def task_observer(batch: TaskBatch) -> Observe:
 
 @dataclass
 class UnrollState:
-    """What a window hands to the next: θ, the network's inputs at θ, the LSTM state, the step."""
+    """What a window hands to the next: θ, the network's inputs at θ, its state (feature
+    accumulators, LSTM state), the step, and how θ splits into tensors."""
 
     theta: Tensor
     inputs: Tensor
     state: tuple[Tensor, ...]
     step: int
+    layout: Layout | None = None
 
     def detach(self) -> UnrollState:
         return UnrollState(
@@ -51,21 +53,26 @@ class UnrollState:
             self.inputs.detach(),
             tuple(s.detach() for s in self.state),
             self.step,
+            self.layout,
         )
 
 
-def start_unroll(net: nn.Module, theta0: Tensor, observe: Observe) -> UnrollState:
+def start_unroll(
+    net: nn.Module, theta0: Tensor, observe: Observe, layout: Layout | None = None
+) -> UnrollState:
     _, _, inputs = observe(theta0, 0)
-    return UnrollState(theta0, inputs, net.init_state(theta0.numel()), 0)
+    return UnrollState(theta0, inputs, net.init_state(theta0.numel()), 0, layout)
 
 
 def apply_net(
-    net: nn.Module, inputs: Tensor, state: tuple[Tensor, ...]
+    net: nn.Module,
+    inputs: Tensor,
+    state: tuple[Tensor, ...],
+    layout: Layout | None = None,
+    step: int = 0,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The coordinatewise network on every coordinate of every instance: (B, D, ...) → (B, D)."""
-    B, D = inputs.shape[:2]
-    update, state = net(inputs.reshape(B * D, *inputs.shape[2:]), state)
-    return update.view(B, D), state
+    """The network on every coordinate of every instance: inputs (B, D, ...) → update (B, D)."""
+    return net.step(inputs, state, layout, step)
 
 
 def step_weights(kind: str, horizon: int) -> Tensor:
@@ -114,7 +121,7 @@ def truncation_window(
         theta = theta.detach().requires_grad_(True)
         inputs = _grad_with_graph(batch, theta, step)
     for _ in range(steps):
-        update, state = apply_net(net, inputs, state)
+        update, state = apply_net(net, inputs, state, start.layout, step)
         theta = theta + update
         step += 1
         w = weights[step - 1]
@@ -130,7 +137,7 @@ def truncation_window(
                 grad = grad / loss.clamp_min(LOG_FLOOR).view(-1, *([1] * (grad.dim() - 1)))
             objective = objective + w * (grad * theta).sum() / scalar(theta.shape[0], theta)
         losses.append(loss)
-    return objective, torch.stack(losses), UnrollState(theta, inputs, state, step)
+    return objective, torch.stack(losses), UnrollState(theta, inputs, state, step, start.layout)
 
 
 def _grad_with_graph(batch: TaskBatch, theta: Tensor, step: int) -> Tensor:
@@ -145,17 +152,18 @@ def run_learned(
     observe: Observe,
     steps: int,
     record: Callable[[Tensor], Tensor] | None = None,
+    layout: Layout | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the network for ``steps`` steps without meta-gradients.
 
     Returns ``record(θ_t)`` for t = 0..steps stacked as ``(steps + 1, B)`` (``record`` defaults
     to the observed loss) and the final θ. Non-finite θ are left as they are: the losses show it.
     """
-    state = start_unroll(net, theta0, observe)
+    state = start_unroll(net, theta0, observe, layout)
     theta, inputs, lstm_state = state.theta, state.inputs, state.state
     curve = [record(theta) if record else observe(theta, 0)[0]]
     for step in range(1, steps + 1):
-        update, lstm_state = apply_net(net, inputs, lstm_state)
+        update, lstm_state = apply_net(net, inputs, lstm_state, layout, step - 1)
         theta = theta + update
         loss, _, inputs = observe(theta, step)
         curve.append(record(theta) if record else loss)

@@ -1,46 +1,74 @@
-"""Learned optimizer networks and their registry (architecture name → class)."""
+"""Learned optimizer networks: one architecture spec, one registry, one protocol.
+
+Built-in kinds: ``lstm`` (the paper's), ``mlp`` (per-coordinate MLP on Adam-like features,
+scale-free output), ``rnnprop`` (Lv et al. 2017), and the concurrent combiners
+(``concurrent-*``, registered by :mod:`l2o.concurrent.combiners` on first use).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
-
-from torch import nn
-
-from l2o.errors import L2OError
+from l2o.nets.base import OptimizerNet, State
 from l2o.nets.lstm import LSTMOptimizer, lstm_update
+from l2o.nets.mlp import MLPOptimizer, mlp_update
 from l2o.nets.preprocess import log_sign, preprocess
+from l2o.nets.rnnprop import RNNpropOptimizer
+from l2o.nets.spec import (
+    FEATURE_SETS,
+    NET_KEYS,
+    NetSpec,
+    build_net,
+    net_names,
+    register_net,
+    spec_from_dict,
+)
 
-_NETS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMOptimizer}
-
-
-def register_net(name: str, cls: Callable[..., nn.Module]) -> None:
-    """Make a learned-optimizer class buildable (and loadable) by its architecture name."""
-    _NETS[name] = cls
-
-
-def build_net(arch: Mapping[str, Any], seed: int | None = None) -> nn.Module:
-    """Build a freshly initialised network from an architecture config (``arch_config()``)."""
-    arch = dict(arch)
-    kind = arch.pop("optimizer", "lstm")
-    if kind not in _NETS:
-        raise L2OError(f"unknown learned optimizer {kind!r}; known: {', '.join(sorted(_NETS))}")
-    try:
-        return _NETS[kind](**arch, seed=seed)
-    except TypeError as exc:
-        raise L2OError(f"invalid architecture for {kind!r}: {exc}") from None
-
-
-def net_names() -> list[str]:
-    return sorted(_NETS)
-
+_LSTM_KEYS = (
+    "hidden_size",
+    "layers",
+    "output_scale",
+    "preprocess",
+    "preprocess_p",
+    "skip_zero_grad",
+)
+register_net("lstm", LSTMOptimizer.from_spec, keys=_LSTM_KEYS)
+register_net(
+    "rnnprop",
+    RNNpropOptimizer.from_spec,
+    keys=_LSTM_KEYS,
+    defaults={"preprocess": "rnnprop"},
+)
+register_net(
+    "mlp",
+    MLPOptimizer,
+    keys=(
+        "hidden_size",
+        "layers",
+        "output_scale",
+        "preprocess",
+        "preprocess_p",
+        "step_alpha",
+        "nominal",
+        "update_norm",
+        "skip_zero_grad",
+    ),
+    defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},
+)
 
 __all__ = [
+    "FEATURE_SETS",
+    "NET_KEYS",
     "LSTMOptimizer",
+    "MLPOptimizer",
+    "NetSpec",
+    "OptimizerNet",
+    "RNNpropOptimizer",
+    "State",
     "build_net",
     "log_sign",
     "lstm_update",
+    "mlp_update",
     "net_names",
     "preprocess",
     "register_net",
+    "spec_from_dict",
 ]

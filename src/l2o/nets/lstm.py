@@ -2,8 +2,9 @@
 coordinates (Andrychowicz et al., 2016).
 
 The maths is the pure function :func:`lstm_update` (features, state, weights) → (update, state);
-:class:`LSTMOptimizer` is the small module that owns the weights. Meta-training (out of place, with
-autograd) and :class:`l2o.LearnedOptimizer` (in place, under ``no_grad``) both call it.
+:class:`LSTMOptimizer` is the small module that owns the weights and computes the features (any
+feature set of :mod:`l2o.nets.features`; the paper's is ``log_sign``). Meta-training (out of place,
+with autograd) and :class:`l2o.LearnedOptimizer` (in place, under ``no_grad``) both call it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from l2o.errors import L2OError
+from l2o.nets.base import OptimizerNet, State, mask_zero_grads, tensor_norm
+from l2o.nets.features import compute_features, feature_count, state_size
 from l2o.nets.lstm_cell import lstm_layer
-from l2o.nets.preprocess import PREPROCESS_KINDS, feature_count, preprocess
+from l2o.nets.preprocess import preprocess
 from l2o.nets.scalars import scalar
-
-State = tuple[Tensor, ...]  # (h₁, c₁, h₂, c₂, ...), each (n, hidden_size)
+from l2o.nets.spec import NetSpec
+from l2o.tasks.base import Layout
 
 
 def lstm_update(
@@ -53,8 +55,11 @@ def lstm_update(
     return out * scalar(output_scale, out), tuple(new_state)
 
 
-class LSTMOptimizer(nn.Module):
+class LSTMOptimizer(OptimizerNet):
     """The coordinatewise LSTM optimizer: ``update, state = net(grad, state)``.
+
+    State per coordinate: the feature accumulators (none for the paper's ``log_sign``) and
+    ``h, c`` per layer: ``2 · layers · hidden_size`` floats (80 for the 2×20 network).
 
     Example:
         >>> net = LSTMOptimizer()
@@ -68,29 +73,35 @@ class LSTMOptimizer(nn.Module):
 
     def __init__(
         self,
-        hidden_size: int = 20,
-        layers: int = 2,
-        output_scale: float = 0.1,
-        preprocess: str = "log_sign",
+        hidden_size: int | None = None,
+        layers: int | None = None,
+        output_scale: float | None = None,
+        preprocess: str | None = None,
         preprocess_p: float = 10.0,
         seed: int | None = None,
+        **spec_keys: Any,
     ) -> None:
+        """Arguments are :class:`~l2o.nets.spec.NetSpec` keys (``None``: the kind's default)."""
         super().__init__()
-        if preprocess not in PREPROCESS_KINDS:
-            raise L2OError(
-                f"preprocess must be one of {', '.join(PREPROCESS_KINDS)}, got {preprocess!r}"
-            )
-        if hidden_size < 1 or layers < 1 or output_scale <= 0 or preprocess_p <= 0:
-            raise L2OError(
-                "hidden_size and layers must be >= 1, output_scale and preprocess_p > 0; got "
-                f"{hidden_size}, {layers}, {output_scale}, {preprocess_p}"
-            )
-        self.hidden_size, self.layers = int(hidden_size), int(layers)
-        self.output_scale = float(output_scale)
-        self.preprocess, self.preprocess_p = preprocess, float(preprocess_p)
+        self.spec = NetSpec(
+            optimizer=self.kind,
+            hidden_size=hidden_size,
+            layers=layers,
+            output_scale=output_scale,
+            preprocess=preprocess,
+            preprocess_p=preprocess_p,
+            **spec_keys,
+        )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._init_lstm(self.input_size(), generator)
+
+    @classmethod
+    def from_spec(cls, spec: NetSpec, seed: int | None = None) -> LSTMOptimizer:
+        keys = {k: getattr(spec, k) for k in spec.arch_config() if k != "optimizer"}
+        return cls(**keys, seed=seed)
+
+    def _init_lstm(self, in_size: int, generator: torch.Generator | None) -> None:
         H = self.hidden_size
-        in_size = self.input_size()
         for layer in range(self.layers):
             fan_in = (in_size if layer == 0 else H) + H
             bound = 1.0 / H**0.5
@@ -104,12 +115,29 @@ class LSTMOptimizer(nn.Module):
         )
         self.out_bias = nn.Parameter(torch.zeros(()))
 
-    # --- what differs between learned optimizers: the input features ---
+    # the spec's keys, read often
+    @property
+    def hidden_size(self) -> int:
+        return int(self.spec.hidden_size)
+
+    @property
+    def layers(self) -> int:
+        return int(self.spec.layers)
+
+    @property
+    def preprocess(self) -> str:
+        return str(self.spec.preprocess)
+
+    @property
+    def preprocess_p(self) -> float:
+        return float(self.spec.preprocess_p)
+
+    # --- what differs between LSTM variants (and concurrent combiners): the input features ---
     def input_size(self) -> int:
         return feature_count(self.preprocess)
 
     def features(self, grad: Tensor) -> Tensor:
-        """Per-coordinate inputs ``(n, input_size)`` from the gradient ``(n,)``."""
+        """Per-coordinate inputs ``(n, input_size)`` from the gradient ``(n,)`` (stateless sets)."""
         return preprocess(grad, self.preprocess, self.preprocess_p)
 
     # --- the shared recurrent core ---
@@ -120,21 +148,47 @@ class LSTMOptimizer(nn.Module):
         named.update({"out.weight": self.out_weight, "out.bias": self.out_bias})
         return named
 
-    def init_state(self, n: int, device: torch.device | str | None = None) -> State:
-        """Zero state for n coordinates (float32 whatever the parameters' dtype)."""
-        zeros = torch.zeros(n, self.hidden_size, device=device)
-        return tuple(zeros.clone() for _ in range(2 * self.layers))
+    def state_names(self) -> tuple[str, ...]:
+        lstm = tuple(f"{kind}{i}" for i in range(self.layers) for kind in ("h", "c"))
+        return ("features", *lstm) if state_size(self.preprocess) else lstm
+
+    def state_widths(self) -> tuple[int, ...]:
+        lstm = (self.hidden_size,) * (2 * self.layers)
+        size = state_size(self.preprocess)
+        return (size, *lstm) if size else lstm
+
+    def inputs(
+        self, grads: Tensor, state: State, layout: Layout | None, step: int
+    ) -> tuple[Tensor, State]:
+        """Network inputs ``(B·D, F)`` and the state with new feature accumulators."""
+        B, D = grads.shape[:2]
+        size = state_size(self.preprocess)
+        if not size:
+            return self.features(grads.reshape(B * D, *grads.shape[2:])), state
+        acc = state[0].view(B, D, size)
+        norm = tensor_norm(layout, D, grads.device)
+        x, acc = compute_features(self.preprocess, grads, acc, norm, step, self.preprocess_p)
+        return x.reshape(B * D, -1), (acc.reshape(B * D, size), *state[1:])
+
+    def step(
+        self,
+        grads: Tensor,
+        state: State,
+        layout: Layout | None = None,
+        step: int = 0,
+        lr: float | None = None,
+    ) -> tuple[Tensor, State]:
+        B, D = grads.shape[:2]
+        x, state = self.inputs(grads, state, layout, step)
+        skip = 1 if state_size(self.preprocess) else 0
+        scale = self.output_scale if lr is None else lr
+        update, lstm_state = lstm_update(self.weights(), x, state[skip:], scale)
+        update = update.view(B, D)
+        if self.spec.skip_zero_grad and grads.dim() == 2:
+            update = mask_zero_grads(update, grads)
+        return update, (*state[:skip], *lstm_state)
 
     def forward(self, grad: Tensor, state: State) -> tuple[Tensor, State]:
-        return lstm_update(self.weights(), self.features(grad), state, self.output_scale)
-
-    def arch_config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this network (saved with the weights)."""
-        return {
-            "optimizer": self.kind,
-            "hidden_size": self.hidden_size,
-            "layers": self.layers,
-            "output_scale": self.output_scale,
-            "preprocess": self.preprocess,
-            "preprocess_p": self.preprocess_p,
-        }
+        """One step for ``n`` coordinates of one tensor: ``grad`` ``(n, ...)``."""
+        update, state = self.step(grad.unsqueeze(0), state)
+        return update.squeeze(0), state

@@ -1,0 +1,159 @@
+"""A per-coordinate MLP on Adam-like features with a scale-free output (small_fc_lopt family).
+
+Each coordinate's features (the ``adam`` set of :mod:`l2o.nets.features` by default: gradient,
+momenta at four timescales, second moment, their ratios) go through a small MLP (``layers``
+hidden ReLU layers of ``hidden_size`` units, the first one also reading the step's time
+features) plus a linear skip path, to a direction d and a log-magnitude m:
+
+    update = lr · d · exp(step_alpha · m)          (+ lr · (−m̂/√v̂) with ``nominal``)
+
+``lr`` is the spec's ``output_scale``, and in :class:`l2o.LearnedOptimizer` each group's ``lr``,
+so schedulers drive it. The skip path starts as −m_0.9/√v: an untrained net is Adam-like
+(without bias correction) and meta-training learns the corrections. ``update_norm`` divides each
+tensor's update by its RMS (Celo2), so ``lr`` is the RMS step of every tensor.
+
+State per coordinate: the 5 feature accumulators (m at 4 timescales, v): 20 bytes, against
+Adam's 8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from l2o.errors import L2OError
+from l2o.nets.base import OptimizerNet, State, mask_zero_grads, tensor_norm
+from l2o.nets.features import (
+    TIME_SCALES,
+    adam_direction,
+    compute_features,
+    feature_count,
+    state_size,
+    time_features,
+)
+from l2o.nets.spec import NetSpec
+from l2o.tasks.base import Layout
+
+ADAM_FEATURE = 8  # index of m_0.9/√v in the adam feature set: the skip path's starting direction
+MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input cannot explode a step
+
+
+def mlp_update(
+    weights: Mapping[str, Tensor],
+    x: Tensor,
+    time: Tensor,
+    lr: float,
+    alpha: float,
+) -> Tensor:
+    """The learned step ``(n,)`` from features ``x`` ``(n, F)`` and time features ``(T,)``.
+
+    Args:
+        weights: ``in.weight`` ``(F, H)``, ``in.bias`` ``(H,)``, ``time.weight`` ``(T, H)``,
+            ``hidden{i}.weight`` ``(H, H)`` and ``hidden{i}.bias`` for the other hidden layers,
+            ``out.weight`` ``(H, 2)``, ``skip.weight`` ``(F, 2)``, ``out.bias`` ``(2,)``.
+        x: per-coordinate features.
+        time: time features of this step (:func:`l2o.nets.features.time_features`).
+        lr: the step size.
+        alpha: scale of the log-magnitude output.
+    """
+    bias = torch.addmv(weights["in.bias"], weights["time.weight"].t(), time)
+    h = torch.relu(torch.addmm(bias, x, weights["in.weight"]))
+    layer = 0
+    while f"hidden{layer}.weight" in weights:
+        h = torch.relu(
+            torch.addmm(weights[f"hidden{layer}.bias"], h, weights[f"hidden{layer}.weight"])
+        )
+        layer += 1
+    out = torch.addmm(weights["out.bias"], h, weights["out.weight"])
+    out = out + x @ weights["skip.weight"]
+    direction, magnitude = out.unbind(-1)
+    return direction * torch.exp((alpha * magnitude).clamp(max=MAX_LOG_SCALE)) * lr
+
+
+class MLPOptimizer(OptimizerNet):
+    """Per-coordinate MLP learned optimizer (``optimizer = "mlp"``).
+
+    Example:
+        >>> net = MLPOptimizer(NetSpec(optimizer="mlp"), seed=0)
+        >>> update, state = net.step(torch.randn(2, 6), net.init_state(12))
+        >>> tuple(update.shape), net.state_names()
+        ((2, 6), ('features',))
+    """
+
+    kind = "mlp"
+
+    def __init__(self, spec: NetSpec, seed: int | None = None) -> None:
+        super().__init__()
+        if spec.optimizer != self.kind:
+            raise L2OError(f"MLPOptimizer needs optimizer = 'mlp', got {spec.optimizer!r}")
+        self.spec = spec
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        F, H, T = feature_count(spec.preprocess), spec.hidden_size, len(TIME_SCALES)
+
+        def uniform(*shape: int, fan_in: int) -> nn.Parameter:
+            bound = 1.0 / fan_in**0.5
+            return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound, generator=generator))
+
+        self.in_weight = uniform(F, H, fan_in=F + T)
+        self.in_bias = nn.Parameter(torch.zeros(H))
+        self.time_weight = uniform(T, H, fan_in=F + T)
+        for i in range(spec.layers - 1):
+            setattr(self, f"hidden{i}_weight", uniform(H, H, fan_in=H))
+            setattr(self, f"hidden{i}_bias", nn.Parameter(torch.zeros(H)))
+        # The MLP's own output starts small, the skip path as Adam's direction (see the module).
+        self.out_weight = nn.Parameter(uniform(H, 2, fan_in=H).detach() * 0.01)
+        self.out_bias = nn.Parameter(torch.zeros(2))
+        skip = torch.zeros(F, 2)
+        if spec.preprocess == "adam" and not spec.nominal:
+            skip[ADAM_FEATURE, 0] = -1.0
+        self.skip_weight = nn.Parameter(skip)
+
+    def weights(self) -> dict[str, Tensor]:
+        named = {
+            "in.weight": self.in_weight,
+            "in.bias": self.in_bias,
+            "time.weight": self.time_weight,
+            "out.weight": self.out_weight,
+            "out.bias": self.out_bias,
+            "skip.weight": self.skip_weight,
+        }
+        for i in range(self.spec.layers - 1):
+            named[f"hidden{i}.weight"] = getattr(self, f"hidden{i}_weight")
+            named[f"hidden{i}.bias"] = getattr(self, f"hidden{i}_bias")
+        return named
+
+    def state_names(self) -> tuple[str, ...]:
+        return ("features",) if state_size(self.spec.preprocess) else ()
+
+    def state_widths(self) -> tuple[int, ...]:
+        size = state_size(self.spec.preprocess)
+        return (size,) if size else ()
+
+    def step(
+        self,
+        grads: Tensor,
+        state: State,
+        layout: Layout | None = None,
+        step: int = 0,
+        lr: float | None = None,
+    ) -> tuple[Tensor, State]:
+        spec = self.spec
+        B, D = grads.shape
+        size = state_size(spec.preprocess)
+        acc = state[0].view(B, D, size) if size else None
+        norm = tensor_norm(layout, D, grads.device)
+        x, acc = compute_features(spec.preprocess, grads, acc, norm, step, spec.preprocess_p)
+        lr = self.output_scale if lr is None else lr
+        w = self.weights()
+        update = mlp_update(w, x.reshape(B * D, -1), time_features(step, x), lr, spec.step_alpha)
+        update = update.view(B, D)
+        if spec.nominal:
+            update = update - lr * adam_direction(acc, step)
+        if spec.update_norm:
+            rms = norm.rms(update.unsqueeze(-1)).squeeze(-1)
+            update = update / rms * lr
+        if spec.skip_zero_grad:
+            update = mask_zero_grads(update, grads)
+        return update, ((acc.reshape(B * D, size),) if size else ())

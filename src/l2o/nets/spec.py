@@ -1,0 +1,208 @@
+"""The one architecture spec of a learned optimizer, and the registry of network kinds.
+
+:class:`NetSpec` holds every architecture hyperparameter of every kind, validated here and only
+here; ``TrainConfig``, the concurrent config, ``arch_config()``, saving and loading all derive
+from it. Each kind registers which keys it uses and its own defaults for the shared ones (an
+``mlp`` reads Adam-like features, the paper's ``lstm`` log/sign ones), so a key left unset takes
+the kind's value.
+
+Adding a hyperparameter: a field below (with its comment and check) and its use in the net.
+
+Example:
+    >>> NetSpec(optimizer="mlp").preprocess
+    'adam'
+    >>> NetSpec().arch_config()["hidden_size"]
+    20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from l2o.errors import L2OError
+
+FEATURE_SETS = ("log_sign", "none", "adam", "rnnprop")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Architecture of a learned optimizer. ``None``: the kind's own default."""
+
+    optimizer: str = "lstm"  # the kind: lstm (the paper's), mlp, rnnprop, concurrent-*
+    hidden_size: int | None = None  # units per layer: lstm/rnnprop 20, mlp 16
+    layers: int | None = None  # LSTM layers (2) or MLP hidden layers (2)
+    output_scale: float | None = None  # lstm: × linear output (0.1); mlp: the step size lr
+    preprocess: str | None = None  # features: log_sign, none (raw g), adam, rnnprop
+    preprocess_p: float = 10.0  # p of the log/sign preprocessing
+    # --- mlp ---
+    step_alpha: float = 1.0  # update = lr·d·exp(step_alpha·m), capped at e⁵: m = log-magnitude
+    nominal: bool = False  # add the learned step to Adam's direction (STAR): never worse than Adam
+    update_norm: bool = False  # divide each tensor's update by its RMS (Celo2)
+    # --- every kind: the torch contract ---
+    skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
+    # --- concurrent combiners (K gradients per coordinate) ---
+    k: int = 1  # number of optimizees
+    logit_scale: float = 10.0  # softmax: λ = softmax(logit_scale · w)
+    attention_hidden: int = 16  # attention: hidden units of the scoring MLP
+    rule: str = "mean"  # reference rule: mean, median, trimmed-mean, oracle
+    trim: float = 0.2  # trimmed-mean: fraction cut at each end
+
+    def __post_init__(self) -> None:
+        kind = _kind(self.optimizer)
+        if kind is None:
+            raise L2OError(
+                f"unknown learned optimizer {self.optimizer!r}; known: {', '.join(net_names())}"
+            )
+        for key, value in kind.defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        for key in ("hidden_size", "layers", "output_scale", "preprocess"):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, _BASE_DEFAULTS[key])
+        _int(self, "hidden_size", 1)
+        _int(self, "layers", 1)
+        _int(self, "k", 1)
+        _int(self, "attention_hidden", 1)
+        _positive(self, "output_scale")
+        _positive(self, "preprocess_p")
+        _positive(self, "logit_scale")
+        _number(self, "step_alpha")
+        _number(self, "trim")
+        for key in ("nominal", "update_norm", "skip_zero_grad"):
+            if not isinstance(getattr(self, key), bool):
+                raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
+        if self.preprocess not in FEATURE_SETS:
+            raise L2OError(
+                f"preprocess must be one of {', '.join(FEATURE_SETS)}, got {self.preprocess!r}"
+            )
+        if not 0 <= self.trim < 0.5:
+            raise L2OError(f"trim must be in [0, 0.5), got {self.trim}")
+        if self.nominal and self.preprocess != "adam":
+            raise L2OError("nominal = true needs preprocess = 'adam' (it reuses Adam's moments)")
+
+    def arch_config(self) -> dict[str, Any]:
+        """The keys this kind uses (what is saved with the weights)."""
+        return {key: getattr(self, key) for key in ("optimizer", *_KINDS[self.optimizer].keys)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> NetSpec:
+        """A copy with some keys changed. A new kind resets the keys with kind defaults."""
+        values = self.to_dict()
+        if changes.get("optimizer", self.optimizer) != self.optimizer:
+            for key in _KIND_DEFAULTED:
+                values[key] = None
+        return spec_from_dict({**values, **changes})
+
+
+NET_KEYS = tuple(f.name for f in dataclasses.fields(NetSpec))
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(NetSpec)}
+_BASE_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 20,
+    "layers": 2,
+    "output_scale": 0.1,
+    "preprocess": "log_sign",
+}
+_KIND_DEFAULTED = tuple(_BASE_DEFAULTS)
+
+
+def spec_from_dict(values: Mapping[str, Any]) -> NetSpec:
+    """A spec from a plain mapping (e.g. a saved ``arch_config``): unknown keys are errors."""
+    unknown = sorted(set(values) - set(NET_KEYS))
+    if unknown:
+        raise L2OError(
+            f"unknown architecture key(s) {', '.join(unknown)}; known: {', '.join(NET_KEYS)}"
+        )
+    return NetSpec(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = str(_FIELD_TYPES[key])
+    if value is None and "None" in kind:
+        return None
+    if kind.startswith("float") and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind.startswith("float") and not isinstance(value, float):
+        raise L2OError(f"{key} must be a number, got {value!r}")
+    if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
+        raise L2OError(f"{key} must be an integer, got {value!r}")
+    if kind.startswith("str") and not isinstance(value, str):
+        raise L2OError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _int(spec: NetSpec, key: str, low: int) -> None:
+    value = getattr(spec, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise L2OError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+def _number(spec: NetSpec, key: str) -> None:
+    value = getattr(spec, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise L2OError(f"{key} must be a finite number, got {value!r}")
+
+
+def _positive(spec: NetSpec, key: str) -> None:
+    _number(spec, key)
+    if not getattr(spec, key) > 0:
+        raise L2OError(f"{key} must be > 0, got {getattr(spec, key)!r}")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    build: Callable[[NetSpec, int | None], nn.Module]
+    keys: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+
+_KINDS: dict[str, _Kind] = {}
+
+
+def _kind(name: str) -> _Kind | None:
+    if name not in _KINDS and isinstance(name, str) and name.startswith("concurrent-"):
+        import l2o.concurrent.combiners  # noqa: F401  (registers the combiners)
+    return _KINDS.get(name)
+
+
+def register_net(
+    name: str,
+    build: Callable[[NetSpec, int | None], nn.Module],
+    keys: tuple[str, ...] = ("hidden_size", "layers", "output_scale", "preprocess", "preprocess_p"),
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """Make a kind buildable and loadable by name.
+
+    Args:
+        name: the value of the ``optimizer`` key.
+        build: ``build(spec, seed)`` → a network (an :class:`l2o.nets.base.OptimizerNet`).
+        keys: the spec keys this kind reads (saved with its weights).
+        defaults: the kind's own values for keys left unset (``hidden_size``, ``preprocess``...).
+    """
+    unknown = sorted((set(keys) | set(defaults or {})) - set(NET_KEYS))
+    if unknown:
+        raise L2OError(f"register_net({name!r}): unknown spec key(s) {', '.join(unknown)}")
+    _KINDS[name] = _Kind(build, tuple(k for k in keys if k != "optimizer"), dict(defaults or {}))
+
+
+def net_names() -> list[str]:
+    return sorted(_KINDS)
+
+
+def build_net(spec: NetSpec | Mapping[str, Any], seed: int | None = None) -> nn.Module:
+    """The only constructor: a freshly initialised network for ``spec`` (or a saved arch dict).
+
+    Example:
+        >>> build_net({"optimizer": "mlp"}, seed=0).spec.hidden_size
+        16
+    """
+    if not isinstance(spec, NetSpec):
+        spec = spec_from_dict(spec)
+    return _KINDS[spec.optimizer].build(spec, seed)
