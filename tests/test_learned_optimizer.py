@@ -213,7 +213,7 @@ class _TwoGradientNet(l2o.LSTMOptimizer):
 
 def test_multi_gradient_network_is_rejected() -> None:
     with pytest.raises(l2o.L2OError, match="single-gradient"):
-        l2o.LearnedOptimizer([nn.Parameter(torch.zeros(1))], _TwoGradientNet(seed=0))
+        l2o.LearnedOptimizer([nn.Parameter(torch.zeros(1))], _TwoGradientNet(seed=0, k=2))
 
 
 def test_network_weights_stay_out_of_param_groups_and_travel_with_copies() -> None:

@@ -1,14 +1,16 @@
 """A learned optimizer as a drop-in ``torch.optim.Optimizer`` for any model's parameters.
 
-The maths is the core's :func:`l2o.nets.lstm.lstm_update`, the same function meta-training
-differentiates through; here it runs in place under ``no_grad``, once per parameter group (the
-gradients of a group are concatenated into one vector, so a step makes one network call per group
-and no Python loop over coordinates). The LSTM hidden state of each parameter lives in
-``self.state[p]``; the network's weights stay out of ``param_groups``.
+The maths is the network's :meth:`~l2o.nets.OptimizerNet.step`, the same pure update that
+meta-training differentiates through; here it runs in place under ``no_grad``, once per parameter
+group and device (the gradients of a group are concatenated into one vector and the real
+parameter tensors are the layout for per-tensor features, so a step makes one network call per
+group and no Python loop over coordinates). The network's per-coordinate state (feature
+accumulators, LSTM state) lives in ``self.state[p]``; its weights stay out of ``param_groups``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.errors import L2OError
-from l2o.nets.lstm import lstm_update
+from l2o.nets.base import OptimizerNet
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -25,29 +27,32 @@ ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]]
 class LearnedOptimizer(torch.optim.Optimizer):
     """Apply a trained learned optimizer (e.g. ``l2o.pretrained("digits-mlp")``) to any model.
 
-    Each scalar parameter is one coordinate of the paper's coordinatewise LSTM: the update of
-    coordinate i is ``lr * linear(h_i)``, where ``h_i`` is that coordinate's LSTM state after
-    seeing its gradient, and θ ← θ + update.
+    Every scalar parameter is one coordinate of the network (weights shared by all coordinates);
+    θ ← θ + update, where the update is the network's output for that coordinate's features.
 
-    ``lr`` is the network's output scale: it defaults to the ``output_scale`` the network was
-    meta-trained with, each parameter group may set its own, and ``torch.optim.lr_scheduler``
-    schedules it like any learning rate (doubling ``lr`` doubles every update).
+    ``lr`` is the network's output scale (the step size of an ``mlp``, the multiplier of the
+    LSTM's linear output): it defaults to the ``output_scale`` the network was meta-trained
+    with, each parameter group may set its own, and ``torch.optim.lr_scheduler`` schedules it
+    like any learning rate (doubling ``lr`` doubles every update).
 
     State per parameter (``self.state[p]``, created lazily at its first gradient): ``step`` and
-    the LSTM state ``h0, c0, h1, c1, ...`` (one ``h`` and ``c`` per layer), each float32 of shape
-    ``(p.numel(), hidden_size)`` whatever ``p.dtype`` (bfloat16 parameters keep a float32 state;
-    updates are cast to ``p.dtype`` when applied).
+    the network's state tensors by :meth:`~l2o.nets.OptimizerNet.state_names`, each float32 of
+    shape ``(p.numel(), width)`` whatever ``p.dtype`` (updates are cast to ``p.dtype``):
+    ``h0, c0, h1, c1`` for the paper's LSTM (80 floats = 320 bytes per scalar, against Adam's
+    8 bytes), ``features`` (5 floats) for the ``mlp``. During a step, the features and hidden
+    activations of the group being updated are held as well (~1.1 KB per scalar parameter for
+    the LSTM, ~0.2 KB for the mlp), freed when the step ends: split a very large model into
+    several parameter groups to bound that transient peak.
 
-    Memory: ``2 * layers * hidden_size * 4`` bytes per scalar parameter, kept between steps
-    (320 bytes for the default 2×20 network, against Adam's 8 bytes); during a step, about
-    ``(13 * hidden_size + inputs) * 4`` more bytes (~1.1 KB) per scalar parameter of the group
-    being updated, freed when the step ends. Split a very large model into several parameter
-    groups to bound that transient peak.
+    Coordinates whose gradient is exactly zero do not move (embedding padding rows, masked
+    weights; the network's ``skip_zero_grad``). Complex parameters are optimized as their real
+    and imaginary parts (``torch.view_as_real``), as ``torch.optim`` does.
 
     Args:
         params: parameters or parameter groups (dicts), as for any ``torch.optim`` optimizer.
-        net: a single-gradient learned optimizer network (an :class:`l2o.LSTMOptimizer`, from
-            :func:`l2o.pretrained`, :func:`l2o.load` or :func:`l2o.meta_train`).
+        net: a single-gradient learned optimizer network (from :func:`l2o.pretrained`,
+            :func:`l2o.load` or :func:`l2o.meta_train`), or a pretrained name; ``None`` takes
+            the shipped ``general`` network.
         lr: the output scale; ``None`` takes ``net.output_scale``.
         maximize: follow the gradient upwards (the network sees ``-grad``).
         check_finite: raise :class:`l2o.L2OError` when a gradient holds NaN or inf, before any
@@ -70,20 +75,25 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def __init__(
         self,
         params: ParamsT,
-        net: nn.Module,
+        net: nn.Module | str | None = None,
         lr: float | None = None,
         *,
         maximize: bool = False,
         check_finite: bool = True,
     ) -> None:
+        if net is None or isinstance(net, str):
+            from l2o import pretrained
+
+            net = pretrained.pretrained(net or pretrained.DEFAULT)
         _check_net(net)
         if lr is None:
             lr = float(net.output_scale)
         _check_lr(lr)
         self.net = net
-        # parameter ids → the group's joined LSTM state and its per-parameter views (a cache)
-        self._joined: dict[tuple[int, ...], tuple[tuple[Tensor, ...], list[tuple[Tensor, ...]]]]
-        self._joined = {}
+        # per (group, device): the group's joined state and its per-parameter views (one entry
+        # per group and device, replaced every step: memory never grows with parameter subsets)
+        self._joined: dict[tuple[int, torch.device], tuple[tuple[Tensor, ...], list]] = {}
+        self._nets: dict[torch.device, nn.Module] = {}  # the network copied to other devices
         super().__init__(params, {"lr": lr, "maximize": maximize, "check_finite": check_finite})
 
     # The network is part of the optimizer (deepcopy, pickling), but never of its state_dict:
@@ -93,10 +103,13 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._joined = {}
+        self._joined, self._nets = {}, {}
+        for group in self.param_groups:  # a state_dict from an older l2o may lack a key
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
 
     def __repr__(self) -> str:
-        arch = getattr(self.net, "arch_config", dict)()
+        arch = self.net.arch_config()
         return (
             super()
             .__repr__()
@@ -109,8 +122,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
 
     def state_keys(self) -> tuple[str, ...]:
-        """Names of the LSTM state tensors kept per parameter: ``h0, c0, h1, c1, ...``."""
-        return tuple(f"{kind}{i}" for i in range(self.net.layers) for kind in ("h", "c"))
+        """Names of the network state tensors kept per parameter (``h0, c0, ...``)."""
+        return self.net.state_names()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -130,33 +143,44 @@ class LearnedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         # Gather and check every group first, so a bad gradient changes nothing at all.
-        buckets: list[tuple[dict[str, Any], list[Tensor], Tensor]] = []
+        buckets: list[tuple[int, dict[str, Any], list[Tensor], Tensor]] = []
         for index, group in enumerate(self.param_groups):
             for params in _by_device(p for p in group["params"] if p.grad is not None):
                 grad = _flat_grad(params, index, group)
                 if group["check_finite"] and not bool(torch.isfinite(grad).all()):
                     _raise_non_finite(params, index, group)
-                buckets.append((group, params, grad))
-        for group, params, grad in buckets:
-            self._update(group, params, grad)
+                buckets.append((index, group, params, grad))
+        for index, group, params, grad in buckets:
+            self._update(index, group, params, grad)
         return loss
 
-    def _update(self, group: dict[str, Any], params: list[Tensor], grad: Tensor) -> None:
+    def _net_on(self, device: torch.device) -> nn.Module:
+        first = next(self.net.parameters(), None)
+        if first is None or first.device == device:
+            return self.net
+        if device not in self._nets:
+            self._nets[device] = copy.deepcopy(self.net).to(device)
+        return self._nets[device]
+
+    def _update(
+        self, index: int, group: dict[str, Any], params: list[Tensor], grad: Tensor
+    ) -> None:
         keys = self.state_keys()
         device = grad.device
+        net = self._net_on(device)
         for p in params:
             state = self.state[p]
             if not state:
                 state["step"] = 0
-                for key, value in zip(keys, self.net.init_state(p.numel(), device=device)):
+                for key, value in zip(keys, net.init_state(_real(p).numel(), device=device)):
                     state[key] = value
         states = [self.state[p] for p in params]
-        lstm_state = self._joined_state(params, states, keys)
-        weights = {k: w.detach().to(device) for k, w in self.net.weights().items()}
-        update, new_state = lstm_update(
-            weights, self.net.features(grad), lstm_state, float(group["lr"])
+        joined = self._joined_state((index, device), params, states, keys)
+        layout = tuple(tuple(_real(p).shape) for p in params)
+        update, new_state = net.step(
+            grad.unsqueeze(0), joined, layout, int(states[0]["step"]), float(group["lr"])
         )
-        sizes = [p.numel() for p in params]
+        sizes = [_real(p).numel() for p in params]
         # The new state of each parameter is a view of the group's new state: no copy, and the
         # next step finds the group's state already joined (see _joined_state).
         for key, value in zip(keys, new_state):
@@ -164,41 +188,48 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 s[key] = part
         if len(params) > 1:
             views = [tuple(s[key] for key in keys) for s in states]
-            self._joined[tuple(id(p) for p in params)] = (new_state, views)
-        for p, s, part in zip(params, states, update.split(sizes)):
+            self._joined[(index, device)] = (new_state, views)
+        for p, s, part in zip(params, states, update.squeeze(0).split(sizes)):
             s["step"] += 1
-            p.add_(part.view(p.shape).to(p.dtype))
+            target = _real(p)
+            target.add_(part.view(target.shape).to(target.dtype))
 
     def _joined_state(
-        self, params: list[Tensor], states: list[dict[str, Any]], keys: tuple[str, ...]
+        self,
+        slot: tuple[int, torch.device],
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        keys: tuple[str, ...],
     ) -> tuple[Tensor, ...]:
-        """The LSTM state of these parameters stacked row-wise, ``(sum of numel, hidden)`` each.
+        """The state of these parameters stacked row-wise, ``(sum of numel, width)`` each.
 
         After a step the per-parameter states are views of the tensors the network returned;
-        while they still are (nothing loaded or replaced since), those tensors are reused
-        instead of concatenating the views again.
+        while they still are (the same parameters, nothing loaded or replaced since), those
+        tensors are reused instead of concatenating the views again.
         """
         if len(params) == 1:
             return tuple(states[0][key] for key in keys)
-        joined = self._joined.get(tuple(id(p) for p in params))
+        joined = self._joined.get(slot)
         if joined is not None:
             whole, views = joined
-            if all(s[key] is v for s, row in zip(states, views) for key, v in zip(keys, row)):
+            if len(views) == len(states) and all(
+                s[key] is v for s, row in zip(states, views) for key, v in zip(keys, row)
+            ):
                 return whole
         return tuple(torch.cat([s[key] for s in states]) for key in keys)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a :meth:`state_dict`; the LSTM state stays float32 for every parameter dtype.
+        """Load a :meth:`state_dict`; the network state stays float32 for every parameter dtype.
 
         ``torch.optim.Optimizer.load_state_dict`` casts state to each parameter's dtype (right for
-        Adam's moments, lossy for a bfloat16 parameter's LSTM state): the hidden state is copied
+        Adam's moments, lossy for a bfloat16 parameter's LSTM state): the network state is copied
         back here at full precision, so a loaded optimizer continues bit-identically.
         """
         super().load_state_dict(dict(state_dict))
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         id_map = dict(zip(saved_ids, params))
-        keys = self.state_keys()
+        keys, widths = self.state_keys(), self.net.state_widths()
         for param_id, saved in state_dict["state"].items():
             p = id_map.get(param_id)
             if p is None:
@@ -207,37 +238,36 @@ class LearnedOptimizer(torch.optim.Optimizer):
             if missing:
                 raise L2OError(
                     f"optimizer state of parameter {param_id} lacks {', '.join(missing)}: it was "
-                    "saved from another optimizer or a network with other layers"
+                    "saved from another optimizer or a network of another architecture"
                 )
-            for key in keys:
+            n = _real(p).numel()
+            for key, width in zip(keys, widths):
                 value = saved[key]
-                if value.shape != (p.numel(), self.net.hidden_size):
+                if tuple(value.shape) != (n, width):
                     raise L2OError(
                         f"optimizer state {key} of parameter {param_id} has shape "
-                        f"{tuple(value.shape)}, expected ({p.numel()}, {self.net.hidden_size}): "
+                        f"{tuple(value.shape)}, expected ({n}, {width}): "
                         "the state_dict belongs to another model or network"
                     )
                 self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)
             self.state[p]["step"] = int(saved.get("step", 0))
 
 
-def _check_net(net: nn.Module) -> None:
-    needed = ("weights", "features", "init_state", "output_scale", "hidden_size", "layers")
-    if not all(hasattr(net, name) for name in needed):
+def _real(p: Tensor) -> Tensor:
+    """The real view of a parameter (complex numbers as pairs of reals)."""
+    return torch.view_as_real(p) if p.is_complex() else p
+
+
+def _check_net(net: Any) -> None:
+    if not isinstance(net, OptimizerNet):
         raise L2OError(
             f"net must be an l2o learned optimizer network (l2o.pretrained, l2o.load), "
             f"got {type(net).__name__}"
         )
-    expected = (1, net.weights()["cell0.weight"].shape[0] - net.hidden_size)
-    try:
-        got = tuple(net.features(torch.zeros(1)).shape)
-    except (IndexError, RuntimeError, ValueError):
-        got = None
-    if getattr(net, "k", 1) != 1 or got != expected:
+    if net.spec.k != 1:
         raise L2OError(
-            f"{type(net).__name__} does not take one gradient per coordinate (features of one "
-            f"gradient: {got}, expected {expected}): LearnedOptimizer applies single-gradient "
-            "networks; a concurrent optimizer needs its K gradients per step"
+            f"{type(net).__name__} takes {net.spec.k} gradients per coordinate: LearnedOptimizer "
+            "applies single-gradient networks; a concurrent optimizer needs its K gradients"
         )
 
 
@@ -264,11 +294,13 @@ def _flat_grad(params: list[Tensor], index: int, group: Mapping[str, Any]) -> Te
                 f"parameter of shape {tuple(p.shape)} in group {index} has a sparse gradient; "
                 "LearnedOptimizer needs dense gradients (e.g. nn.Embedding(..., sparse=False))"
             )
-        if not p.is_floating_point():
+        if not (p.is_floating_point() or p.is_complex()):
             raise L2OError(
                 f"parameter of shape {tuple(p.shape)} in group {index} has dtype {p.dtype}; "
                 "LearnedOptimizer updates floating-point parameters only"
             )
+        if grad.is_complex():
+            grad = torch.view_as_real(grad)
         flats.append(grad.reshape(-1).to(torch.float32))
     grad = flats[0] if len(flats) == 1 else torch.cat(flats)
     return -grad if group["maximize"] else grad
@@ -276,7 +308,7 @@ def _flat_grad(params: list[Tensor], index: int, group: Mapping[str, Any]) -> Te
 
 def _raise_non_finite(params: list[Tensor], index: int, group: Mapping[str, Any]) -> None:
     for position, p in enumerate(group["params"]):
-        if any(p is q for q in params) and not bool(torch.isfinite(p.grad.float()).all()):
+        if any(p is q for q in params) and not bool(torch.isfinite(p.grad).all()):
             raise L2OError(
                 f"parameter {position} of group {index} (shape {tuple(p.shape)}) has a NaN or "
                 "inf gradient; no parameter or optimizer state was changed. Skip this batch, "

@@ -54,7 +54,7 @@ class ConcurrentNet(LSTMOptimizer):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise L2OError(f"{self.kind}: k (the number of optimizees) must be >= 1, got {k!r}")
         self.k = k  # input_size() needs it while the base class builds the LSTM
-        super().__init__(hidden_size, layers, output_scale, preprocess, preprocess_p, seed)
+        super().__init__(hidden_size, layers, output_scale, preprocess, preprocess_p, seed, k=k)
 
     def pack(self, grads: Tensor, losses: Tensor, clean_slot: Tensor | None) -> Tensor:
         """The network inputs ``(B, D, ...)`` from gradients ``(B, D, K)`` in slot order."""

@@ -15,6 +15,7 @@ from torch import nn
 from l2o.errors import L2OError
 
 HERE = Path(__file__).parent
+DEFAULT = "general"  # the network of l2o.LearnedOptimizer when none is given
 
 
 def names() -> list[str]:
