@@ -37,28 +37,46 @@ def loaded_net(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     return l2o.load(path)
 
 
+# one fresh network of every single-gradient kind l2o ships
+KINDS = {
+    "mlp": {"optimizer": "mlp"},
+    "mlp-nominal": {"optimizer": "mlp", "nominal": True, "update_norm": True},
+    "rnnprop": {"optimizer": "rnnprop"},
+}
+LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]
 OPTIMIZERS = [
-    "learned-fresh",
-    "learned-loaded",
+    *LEARNED,
     *(f"pretrained-{name}" for name in l2o.pretrained.names()),
     *BASELINES,
 ]
 
 
-@pytest.fixture(params=OPTIMIZERS)
-def make(request: pytest.FixtureRequest) -> Factory:
-    """``make(params, **hyperparameters)`` builds the optimizer under test."""
-    name: str = request.param
+def _factory(name: str, request: pytest.FixtureRequest) -> Factory:
+    """``make(params, **hyperparameters)`` for the optimizer ``name``."""
     if name == "learned-fresh":
         return lambda params, **kw: l2o.LearnedOptimizer(params, _fresh_net(), **kw)
     if name == "learned-loaded":
         net = request.getfixturevalue("loaded_net")
+        return lambda params, **kw: l2o.LearnedOptimizer(params, net, **kw)
+    if name.removeprefix("learned-") in KINDS:
+        net = l2o.build_net(KINDS[name.removeprefix("learned-")], seed=0)
         return lambda params, **kw: l2o.LearnedOptimizer(params, net, **kw)
     if name.startswith("pretrained-"):
         net = l2o.pretrained(name.removeprefix("pretrained-"))
         return lambda params, **kw: l2o.LearnedOptimizer(params, net, **kw)
     baseline = BASELINES[name]
     return lambda params, **kw: baseline.make(params, kw)
+
+
+@pytest.fixture(params=OPTIMIZERS)
+def make(request: pytest.FixtureRequest) -> Factory:
+    return _factory(request.param, request)
+
+
+@pytest.fixture(params=[*LEARNED, *(f"pretrained-{n}" for n in l2o.pretrained.names())])
+def make_learned(request: pytest.FixtureRequest) -> Factory:
+    """The learned optimizers only: the promises beyond torch.optim's common contract."""
+    return _factory(request.param, request)
 
 
 def _model(dtype: torch.dtype = torch.float32, seed: int = 0, device: str = "cpu") -> nn.Module:
@@ -280,3 +298,74 @@ def test_deterministic(make: Factory) -> None:
         runs.append(_train(model, opt, range(4)) + [p.detach().clone() for p in model.parameters()])
     assert runs[0][:4] == runs[1][:4]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][4:], runs[1][4:]))
+
+
+def test_step_is_noop_for_zero_grads(make: Factory) -> None:
+    """torch's own check: a fresh optimizer given all-zero gradients moves nothing."""
+    model = _model()
+    opt = make(model.parameters(), lr=0.01)
+    if isinstance(opt, torch.optim.AdamW):
+        pytest.skip("AdamW's decoupled weight decay moves parameters whatever the gradient")
+    before = _snapshot(model)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    for _ in range(20):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_zero_gradient_coordinates_never_move_mid_training(make_learned: Factory) -> None:
+    """Padding rows / masked weights: exactly-zero gradients leave those coordinates alone,
+    even after the optimizer has built up state from earlier gradients."""
+    model = _model()
+    opt = make_learned(model.parameters(), lr=0.01)
+    _train(model, opt, range(3))
+    weight = model[0].weight
+    frozen = weight[:2].detach().clone()
+    for step in range(3, 23):
+        opt.zero_grad()
+        _loss(model, step).backward()
+        weight.grad[:2] = 0.0
+        opt.step()
+    assert torch.equal(weight[:2], frozen)
+
+
+def test_complex_parameters_follow_their_real_view(make_learned: Factory) -> None:
+    torch.manual_seed(0)
+    z = nn.Parameter(torch.randn(6, dtype=torch.complex64))
+    r = nn.Parameter(torch.view_as_real(z.detach()).clone())
+    target = torch.randn(6, dtype=torch.complex64)
+    opt_z, opt_r = make_learned([z], lr=0.01), make_learned([r], lr=0.01)
+    for _ in range(4):
+        for opt, loss in (
+            (opt_z, lambda: (z - target).abs().pow(2).sum()),
+            (opt_r, lambda: (r - torch.view_as_real(target)).pow(2).sum()),
+        ):
+            opt.zero_grad()
+            loss().backward()
+            opt.step()
+    torch.testing.assert_close(torch.view_as_real(z.detach()), r.detach())
+
+
+def test_state_dict_missing_a_group_key_loads_with_defaults(make_learned: Factory) -> None:
+    model = _model()
+    opt = make_learned(model.parameters(), lr=0.01)
+    _train(model, opt, range(2))
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        del group["check_finite"], group["maximize"]
+    twin = make_learned(model.parameters(), lr=0.01)
+    twin.load_state_dict(saved)
+    assert twin.param_groups[0]["maximize"] is False
+    _train(model, twin, range(2, 4))
+
+
+def test_memory_does_not_grow_with_changing_parameter_subsets(make_learned: Factory) -> None:
+    params = [nn.Parameter(torch.randn(50)) for _ in range(8)]
+    opt = make_learned(params, lr=0.01)
+    for step in range(30):
+        for i, p in enumerate(params):  # a different subset has gradients at each step
+            p.grad = torch.randn(50) if (i + step) % 3 else None
+        opt.step()
+    cached = sum(t.numel() for whole, _ in opt._joined.values() for t in whole)
+    assert cached <= sum(p.numel() for p in params) * sum(opt.net.state_widths())

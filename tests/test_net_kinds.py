@@ -1,0 +1,170 @@
+"""Every net kind through the same machinery: meta-training, saving, loading in a fresh process,
+resuming, the features it reads, and the update rules it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import l2o
+from l2o.config import TrainConfig
+from l2o.errors import L2OError
+from l2o.meta import build_from_config, meta_train
+from l2o.meta.unroll import start_unroll, step_weights, task_observer, truncation_window
+from l2o.nets import NetSpec, build_net, net_names
+from l2o.nets.features import TensorNorm, adam_direction, compute_features
+from l2o.tasks import get_task
+
+KINDS = {
+    "lstm": {},
+    "mlp": {},
+    "mlp-nominal-norm": {"optimizer": "mlp", "nominal": True, "update_norm": True},
+    "rnnprop": {},
+    "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
+}
+
+
+def _arch(name: str) -> dict:
+    return {"optimizer": name, **KINDS[name]}
+
+
+TINY = dict(
+    batch_size=4, horizon=12, truncation=4, iterations=4, val_every=2, val_instances=4,
+    checkpoint_every=2,
+)  # fmt: skip
+
+
+def test_builtin_kinds_are_registered_on_import() -> None:
+    assert {"lstm", "mlp", "rnnprop"} <= set(net_names())
+    # concurrent kinds load in a fresh process without importing l2o.concurrent first
+    code = "import l2o; print(l2o.build_net({'optimizer': 'concurrent-softmax', 'k': 3}).k)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
+
+
+def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
+    assert (NetSpec().preprocess, NetSpec().hidden_size) == ("log_sign", 20)
+    mlp = NetSpec(optimizer="mlp")
+    assert (mlp.preprocess, mlp.hidden_size, mlp.output_scale) == ("adam", 16, 0.01)
+    assert NetSpec().replace(optimizer="mlp") == mlp  # a new kind resets kind-defaulted keys
+    assert TrainConfig(optimizer="rnnprop").net.preprocess == "rnnprop"
+    for bad, match in [
+        ({"optimizer": "mlp", "hidden_size": 0}, "hidden_size"),
+        ({"optimizer": "mlp", "step_alpha": float("nan")}, "step_alpha"),
+        ({"optimizer": "lstm", "nominal": True}, "nominal"),
+        ({"optimizer": "mlp", "nominal": "yes"}, "nominal"),
+        ({"optimizer": "lstm", "preprocess": "adamw"}, "preprocess"),
+    ]:
+        with pytest.raises(L2OError, match=match):
+            build_net(bad)
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_kind_meta_trains_saves_loads_in_a_fresh_process_and_resumes(name, tmp_path) -> None:
+    cfg = TrainConfig(**TINY, **_arch(name))
+    full, history = meta_train(cfg, out_dir=tmp_path / "full")
+    assert all(torch.isfinite(torch.tensor(r["meta_loss"])) for r in history.rows)
+    meta_train(cfg.replace(iterations=2), out_dir=tmp_path / "cut")
+    resumed, _ = meta_train(cfg, out_dir=tmp_path / "cut", resume=True)
+    for (key, p), q in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), key
+    code = (
+        "import json, sys, l2o, torch\n"
+        f"net = l2o.load({str(tmp_path / 'full')!r})\n"
+        "print(json.dumps({k: v.flatten()[:3].tolist() for k, v in net.state_dict().items()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    fresh = json.loads(out.stdout)
+    assert fresh == {k: v.flatten()[:3].tolist() for k, v in full.state_dict().items()}
+    assert l2o.load(tmp_path / "full").arch_config() == full.arch_config()
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_every_weight_receives_a_meta_gradient(name) -> None:
+    net = build_from_config(TrainConfig(**_arch(name), seed=1))
+    batch = get_task("digits-mlp", {"hidden": [3]}).sample("train", range(2))
+    start = start_unroll(net, batch.init_params(), task_observer(batch), batch.layout)
+    objective, _, _ = truncation_window(
+        net, start, task_observer(batch), 3, step_weights("uniform", 3), batch
+    )
+    objective.backward()
+    for key, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, key
+
+
+def test_short_mlp_meta_training_beats_its_initialisation() -> None:
+    cfg = TrainConfig(
+        optimizer="mlp", batch_size=16, horizon=20, truncation=10, iterations=40,
+        val_every=40, val_instances=32, meta_lr=0.01, seed=0,
+    )  # fmt: skip
+    problem = l2o.meta.task_problem(get_task("quadratic"))
+    before = problem.final_loss(build_from_config(cfg), "validation", list(range(32)), 20)
+    net, _ = meta_train(cfg)
+    after = problem.final_loss(net, "validation", list(range(32)), 20)
+    assert after < 0.5 * before
+
+
+def test_adam_features_are_normalised_per_tensor_and_scale_free() -> None:
+    layout = ((2, 3), (3,))
+    grads = torch.randn(2, 9)
+    grads[:, 6:] *= 1000.0  # the bias tensor lives at another scale
+    norm = TensorNorm(layout, 9, grads.device)
+    acc = torch.zeros(2, 9, 5)
+    x, _ = compute_features("adam", grads, acc, norm, 0)
+    rms_w = x[:, :6, :6].pow(2).mean(1).sqrt()
+    rms_b = x[:, 6:, :6].pow(2).mean(1).sqrt()
+    torch.testing.assert_close(rms_w, torch.ones_like(rms_w))
+    torch.testing.assert_close(rms_b, torch.ones_like(rms_b))
+    y, _ = compute_features("adam", grads * 1e-4, acc, norm, 0)
+    torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)  # scale free, every feature
+
+
+def test_accumulators_carry_the_emas() -> None:
+    g1, g2 = torch.randn(1, 4), torch.randn(1, 4)
+    norm = TensorNorm(None, 4, g1.device)
+    _, acc = compute_features("adam", g1, torch.zeros(1, 4, 5), norm, 0)
+    _, acc = compute_features("adam", g2, acc, norm, 1)
+    torch.testing.assert_close(acc[..., 1], 0.9 * 0.1 * g1 + 0.1 * g2)
+    torch.testing.assert_close(acc[..., 4], 0.999 * 0.001 * g1**2 + 0.001 * g2**2)
+    # Adam's bias-corrected direction from the same accumulators
+    m_hat = (0.9 * 0.1 * g1 + 0.1 * g2) / (1 - 0.9**2)
+    v_hat = (0.999 * 0.001 * g1**2 + 0.001 * g2**2) / (1 - 0.999**2)
+    torch.testing.assert_close(adam_direction(acc, 1), m_hat / (v_hat.sqrt() + 1e-8))
+
+
+def test_untrained_mlp_starts_as_an_adam_like_rule() -> None:
+    """The skip path starts as −m_0.9/√v: the first step moves against the gradient."""
+    net = build_net({"optimizer": "mlp"}, seed=0)
+    grads = torch.randn(3, 50)
+    update, _ = net.step(grads, net.init_state(150))
+    assert (torch.sign(update) == -torch.sign(grads)).float().mean() > 0.95
+
+
+def test_update_norm_sets_each_tensor_rms_to_lr() -> None:
+    net = build_net({"optimizer": "mlp", "update_norm": True}, seed=0)
+    layout = ((4, 5), (5,))
+    update, _ = net.step(torch.randn(2, 25), net.init_state(50), layout, 0, lr=0.3)
+    for part in update.split([20, 5], dim=1):
+        torch.testing.assert_close(part.pow(2).mean(1).sqrt(), torch.full((2,), 0.3))
+
+
+def test_rnnprop_steps_are_bounded_by_the_output_scale() -> None:
+    net = build_net({"optimizer": "rnnprop", "output_scale": 0.05}, seed=0)
+    update, _ = net.step(torch.randn(4, 30) * 1e3, net.init_state(120))
+    assert update.abs().max() <= 0.05
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_zero_gradient_coordinates_do_not_move(name) -> None:
+    net = build_net(_arch(name), seed=0)
+    grads = torch.randn(2, 8)
+    grads[:, :3] = 0.0
+    update, _ = net.step(grads, net.init_state(16), step=5)
+    assert torch.equal(update[:, :3], torch.zeros(2, 3))
+    off = build_net({**_arch(name), "skip_zero_grad": False}, seed=0)
+    moved, _ = off.step(grads, off.init_state(16), step=5)
+    assert moved[:, :3].abs().sum() > 0
