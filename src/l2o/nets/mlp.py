@@ -58,16 +58,18 @@ def mlp_update(
         lr: the step size.
         alpha: scale of the log-magnitude output.
     """
-    bias = torch.addmv(weights["in.bias"], weights["time.weight"].t(), time)
-    h = torch.relu(torch.addmm(bias, x, weights["in.weight"]))
+    H = weights["in.bias"].shape[0]
+    # one matmul for the first layer and the linear skip path: x @ [in.weight | skip.weight]
+    bias = torch.cat((torch.addmv(weights["in.bias"], weights["time.weight"].t(), time),
+                      weights["out.bias"]))  # fmt: skip
+    first = torch.addmm(bias, x, torch.cat((weights["in.weight"], weights["skip.weight"]), 1))
+    h, skip = first[:, :H].relu_(), first[:, H:]  # relu_ in place: autograd keeps its output
     layer = 0
     while f"hidden{layer}.weight" in weights:
-        h = torch.relu(
-            torch.addmm(weights[f"hidden{layer}.bias"], h, weights[f"hidden{layer}.weight"])
-        )
+        h = torch.addmm(weights[f"hidden{layer}.bias"], h, weights[f"hidden{layer}.weight"])
+        h = h.relu_()
         layer += 1
-    out = torch.addmm(weights["out.bias"], h, weights["out.weight"])
-    out = out + x @ weights["skip.weight"]
+    out = torch.addmm(skip, h, weights["out.weight"])
     direction, magnitude = out.unbind(-1)
     return direction * torch.exp((alpha * magnitude).clamp(max=MAX_LOG_SCALE)) * lr
 
