@@ -8,6 +8,7 @@ meta-update all included. Printed:
 
 - l2o: ``l2o.meta_train``'s inner loop (batched over instances, first-order surrogate).
 - l2o at B = 1: the same code on one instance at a time (how much is batching).
+- every net kind (lstm, mlp, rnnprop) at B = 128: optimizee-steps/s of each.
 - reference: the way most public ports meta-train: one instance at a time, ``nn.LSTMCell``
   modules, the optimizee gradient from autograd, the meta-loss backpropagated through the loss;
   the same maths (preprocessing, 2×20 LSTM, first-order, truncation 20, Adam).
@@ -38,8 +39,8 @@ from l2o.tasks import get_task
 HORIZON, TRUNCATION, BATCH = 100, 20, 128
 
 
-def l2o_steps_per_s(batch: int, iterations: int) -> float:
-    config = TrainConfig(batch_size=batch, horizon=HORIZON, truncation=TRUNCATION)
+def l2o_steps_per_s(batch: int, iterations: int, kind: str = "lstm") -> float:
+    config = TrainConfig(optimizer=kind, batch_size=batch, horizon=HORIZON, truncation=TRUNCATION)
     net = build_from_config(config)
     meta_opt = torch.optim.Adam(net.parameters(), lr=config.meta_lr)
     problem = task_problem(get_task("quadratic"))
@@ -148,12 +149,17 @@ def main() -> None:
     torch.set_num_threads(1)
     ours = l2o_steps_per_s(BATCH, args.iterations)
     ours_b1 = l2o_steps_per_s(1, args.reference_instances)
+    # every net kind on the same workload (the paper's LSTM is `ours` above)
+    kinds = {"lstm": ours}
+    kinds.update({k: l2o_steps_per_s(BATCH, args.iterations, k) for k in ("mlp", "rnnprop")})
     reference = reference_steps_per_s(args.reference_instances)
     mem100, mem1000 = peak_mb(100), peak_mb(1000)
     print(f"l2o, B={BATCH}:            {ours:12,.0f} optimizee-steps/s")
     print(f"l2o, B=1:              {ours_b1:12,.0f} optimizee-steps/s")
     print(f"reference, one by one: {reference:12,.0f} optimizee-steps/s")
     print(f"ratio l2o / reference: {ours / reference:12.1f}x")
+    for kind, rate in kinds.items():
+        print(f"kind {kind:<18}{rate:12,.0f} optimizee-steps/s")
     print(
         f"peak memory growth: T=100 {mem100:.1f} MB, T=1000 {mem1000:.1f} MB "
         f"(ratio {mem1000 / max(mem100, 1e-9):.2f})"
@@ -167,6 +173,7 @@ def main() -> None:
                 "l2o_batch1_steps_per_s": round(ours_b1, 1),
                 "peak_mb_T100": round(mem100, 2),
                 "peak_mb_T1000": round(mem1000, 2),
+                "kinds_steps_per_s": {k: round(v, 1) for k, v in kinds.items()},
             }
         )
     )

@@ -66,6 +66,7 @@ class TensorNorm:
 
     def rms(self, x: Tensor) -> Tensor:
         """RMS of ``x`` ``(B, D, F)`` per instance, tensor and feature, broadcastable to ``x``."""
+        x = x.detach()  # a constant for autograd, as in _safe_rsqrt
         if len(self.sizes) == 1:
             return x.square().mean(1, keepdim=True).add_(TINY).sqrt_()
         parts = [part.square().mean(1, keepdim=True) for part in x.split(self.sizes, 1)]
@@ -104,20 +105,17 @@ def compute_features(
     new_acc = torch.lerp(target, acc, betas) if acc is not None else target * (1 - betas)
     m, v = new_acc[..., :4], new_acc[..., 4:]
     inv_sqrt_v = _safe_rsqrt(v)
-    relative = norm.normalise(torch.cat((g, m, v * inv_sqrt_v), -1))
+    relative = norm.normalise(torch.cat((g, m, v.detach() * inv_sqrt_v), -1))
     return torch.cat((relative, torch.cat((g, m), -1) * inv_sqrt_v), -1), new_acc
 
 
 def _safe_rsqrt(v: Tensor) -> Tensor:
-    """1/√v, and 0 where v = 0 (a coordinate that never had a gradient).
+    """1/√v (0 where v = 0: a coordinate that never had a gradient), a constant for autograd.
 
-    Under autograd (second-order meta-training) the zeros are taken with a double ``where`` so
-    that their derivative is 0, not inf·0 = NaN.
+    Normalisers are not differentiated (second-order meta-training): their derivative grows
+    like 1/g² and overflows float32 for tiny gradients, and the numerators carry the signal.
     """
-    if not v.requires_grad:
-        return (v + TINY).rsqrt()
-    positive = v > 0
-    return torch.where(positive, torch.where(positive, v, 1.0).rsqrt(), 0.0)
+    return (v.detach() + TINY).rsqrt()
 
 
 _BETA_CACHE: dict[tuple[torch.dtype, torch.device], Tensor] = {}
