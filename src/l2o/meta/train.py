@@ -37,7 +37,7 @@ from l2o.meta.unroll import (
 )
 from l2o.nets import build_net
 from l2o.serialization import CONFIG_FILE, atomic_write_text, save_optimizer
-from l2o.tasks import TaskBatch, TaskFamily, get_task
+from l2o.tasks import TaskBatch, TaskFamily, get_task, index_groups
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,14 @@ def task_problem(family: TaskFamily) -> MetaProblem:
         return batch.init_params(), task_observer(batch), batch
 
     def evaluate(net: nn.Module, split: str, indices: list[int], steps: int) -> float:
-        batch = family.sample(split, indices)
-        _, theta = run_learned(
-            net, batch.init_params(), task_observer(batch), steps, layout=batch.layout
-        )
-        return float(batch.eval_loss(theta).mean())
+        finals = []
+        for group in index_groups(family, indices):  # one group unless the family says so
+            batch = family.sample(split, group)
+            _, theta = run_learned(
+                net, batch.init_params(), task_observer(batch), steps, layout=batch.layout
+            )
+            finals.append(batch.eval_loss(theta))
+        return float(torch.cat(finals).mean())
 
     return MetaProblem(sample, evaluate)
 
