@@ -12,7 +12,7 @@ from l2o.errors import L2OError
 from l2o.meta.pes import PESUnroll
 from l2o.meta.train import build_from_config, meta_train, task_problem
 from l2o.meta.unroll import apply_net, step_weights, task_observer
-from l2o.nets import build_net
+from l2o.nets import build_net, net_names
 from l2o.tasks import get_task
 
 SIGMA, PAIRS, SAMPLES, STEPS = 0.05, 600, 50, 2  # two windows of two steps
@@ -23,8 +23,8 @@ class _Apply(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, inputs, state):
-        return apply_net(self.net, inputs, state)
+    def forward(self, inputs, state, layout, step):
+        return apply_net(self.net, inputs, state, layout, step)
 
 
 def _exact_window_gradients(net, batch, eps_per_window):
@@ -43,11 +43,13 @@ def _exact_window_gradients(net, batch, eps_per_window):
     state = net.init_state(theta.numel())
     _, g = loss_grad(theta)
     grads = []
+    step = 0
     for eps in eps_per_window:
         params = {f"net.{n}": w[n] + eps[n] for n in names}
         window = theta.new_zeros(())
         for _ in range(STEPS):
-            update, state = functional_call(apply, params, (g, state))
+            update, state = functional_call(apply, params, (g, state, batch.layout, step))
+            step += 1
             theta = theta + update
             f, g = loss_grad(theta)
             window = window + f.mean()
@@ -61,7 +63,7 @@ def test_pes_mean_is_the_gradient_of_the_smoothed_meta_loss():
     net = build_net({"optimizer": "lstm", "hidden_size": 1, "layers": 1}, seed=0)
     batch = get_task("quadratic", {"dim": 2}).sample("train", [0])
     weights = step_weights("uniform", 2 * STEPS)
-    groups = [(batch.init_params(), task_observer(batch))] * PAIRS
+    groups = [(batch.init_params(), task_observer(batch), batch.layout)] * PAIRS
     unroll = PESUnroll(net, groups, [1] * PAIRS, SIGMA, torch.Generator().manual_seed(1))
     pes = [unroll.window(STEPS, weights)[0] for _ in range(2)]
     named = dict(net.named_parameters())
@@ -125,3 +127,22 @@ def test_pes_runs_are_reproducible():
 def test_bad_pes_config(changes, message):
     with pytest.raises(L2OError, match=message):
         TrainConfig(**changes)
+
+
+@pytest.mark.parametrize("kind", net_names())
+def test_pes_trains_every_net_kind(kind):
+    config = TrainConfig(
+        optimizer=kind,
+        iterations=1,
+        batch_size=4,
+        horizon=6,
+        truncation=3,
+        estimator="pes",
+        pes_pairs=2,
+        val_instances=4,
+    )
+    before = build_from_config(config)
+    net, history = meta_train(config)
+    assert history.rows[0]["skipped"] == 0 and history.rows[0]["grad_norm"] > 0
+    moved = [not torch.equal(p, q) for p, q in zip(before.parameters(), net.parameters())]
+    assert all(moved)

@@ -32,6 +32,7 @@ from torch.func import functional_call
 
 from l2o.config import TrainConfig
 from l2o.meta.unroll import LOG_FLOOR, Observe, UnrollState, start_unroll, truncation_window
+from l2o.tasks.base import Layout
 
 PES_SEED_SALT = 0x5E5  # perturbations of meta-iteration i come from (seed, i, salt)
 
@@ -69,7 +70,7 @@ class PESUnroll:
 
     Args:
         net: the learned optimizer (its weights are read, never written).
-        groups: one ``(θ₀, observe)`` per pair; each is run with +ε and −ε.
+        groups: one ``(θ₀, observe, layout)`` per pair; each is run with +ε and −ε.
         sizes: instances in each group (the estimate weighs groups by them).
         sigma: the perturbations' standard deviation.
         generator: the source of the perturbations.
@@ -78,7 +79,7 @@ class PESUnroll:
     def __init__(
         self,
         net: nn.Module,
-        groups: list[tuple[Tensor, Observe]],
+        groups: list[tuple[Tensor, Observe, Layout | None]],
         sizes: list[int],
         sigma: float,
         generator: torch.Generator,
@@ -91,8 +92,8 @@ class PESUnroll:
         self.sigma, self.generator = sigma, generator
         self.share = torch.tensor(sizes, dtype=torch.float32) / sum(sizes)
         self.particles = [
-            [_Particle(start_unroll(net, theta0, obs), obs) for _ in (0, 1)]
-            for theta0, obs in groups
+            [_Particle(start_unroll(net, theta0, obs, layout), obs) for _ in (0, 1)]
+            for theta0, obs, layout in groups
         ]
         self.xi = torch.zeros(len(groups), self.center.numel())
 
@@ -157,8 +158,8 @@ def pes_unroll_and_step(
     chunks = [c.tolist() for c in torch.tensor_split(torch.tensor(indices), pairs)]
     groups = []
     for chunk in chunks:
-        theta0, observe, _ = problem.sample("train", chunk)
-        groups.append((theta0, observe))
+        theta0, observe, batch = problem.sample("train", chunk)
+        groups.append((theta0, observe, batch.layout if batch is not None else None))
     entropy = np.random.SeedSequence([config.seed, iteration, PES_SEED_SALT])
     generator = torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0] >> 1))
     unroll = PESUnroll(net, groups, [len(c) for c in chunks], config.pes_sigma, generator)
