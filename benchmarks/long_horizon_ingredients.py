@@ -1,10 +1,11 @@
 """What each meta-training ingredient of issue 10 does on the quadratic, at one small budget.
 
-Trains the paper's LSTM on the quadratic (horizon 100) with each variant, the same number of
-meta-iterations each, and reports the median final loss over 100 test instances at 100 and
-1,000 steps (10× the horizon), whether the curve still falls between 500 and 1,000 steps, the
-median on *rescaled* test instances (θ = s·φ, s log-uniform in [1e-2, 1e2]: scale robustness),
-and Adam's median with its learning rate picked on validation for each step count::
+Trains the paper's LSTM (or ``--optimizer KIND``) on the quadratic (horizon 100) with each
+variant, the same number of meta-iterations each, and reports the median final loss over 100
+test instances at 100 and 1,000 steps (10× the horizon), whether the curve still falls between
+500 and 1,000 steps, the median on *rescaled* test instances (θ = s·φ, s log-uniform in
+[1e-2, 1e2]: scale robustness), and Adam's median with its learning rate picked on
+validation for each step count::
 
     nice -n 10 .venv/bin/python benchmarks/long_horizon_ingredients.py --iterations 100
 
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizer", default="lstm", help="the net kind (l2o.nets)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -101,6 +103,7 @@ def main() -> None:
             val_instances=32,
             checkpoint_every=10**6,
             seed=args.seed,
+            optimizer=args.optimizer,
             **VARIANTS[name],
         )
         started = time.perf_counter()
