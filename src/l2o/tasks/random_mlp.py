@@ -29,8 +29,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -130,6 +131,14 @@ class RandomMLP(TaskFamily):
     """Random MLPs (depth 1–3, width 8–64, 4 activations) on synthetic data and digits' half."""
 
     name = "random-mlp"
+    # Up to ~10k coordinates per instance, like the digits MLP's order: its meta-training sizes.
+    train_defaults: ClassVar[Mapping[str, Any]] = {
+        "batch_size": 8,
+        "iterations": 150,
+        "val_every": 10,
+        "val_instances": 64,
+        "checkpoint_every": 10,
+    }
     # Validation and evaluation run instances in groups of this size, so a validation set
     # covers several architectures (one architecture per group: see the module docstring).
     group_size = 8
