@@ -239,6 +239,9 @@ def _unroll_and_step(
 ) -> tuple[float, float, bool]:
     """One meta-iteration: a full unroll of ``horizon`` steps, one Adam step per window.
 
+    (``iteration`` is unused here: the signature is :func:`~l2o.meta.pes.pes_unroll_and_step`'s,
+    which seeds its perturbations with it.)
+
     Returns the mean loss per step over the unroll, the last window's meta-gradient norm, and
     whether every window was finite (a non-finite window is skipped and ends the unroll).
     """
