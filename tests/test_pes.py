@@ -86,11 +86,11 @@ def test_pes_mean_is_the_gradient_of_the_smoothed_meta_loss():
 
 def test_pes_meta_training_lowers_the_meta_loss():
     config = TrainConfig(
-        iterations=20,
+        iterations=10,
         batch_size=16,
         horizon=20,
         truncation=5,
-        val_every=20,
+        val_every=10,
         val_instances=32,
         estimator="pes",
         pes_pairs=4,
