@@ -11,7 +11,8 @@ validation for each step count::
 
 Variants: ``paper`` (the defaults), ``curriculum`` (plateau curriculum 100 → 1,000, validation at
 1,000), ``log_uniform`` (horizons log-uniform in [20, 1,000]), ``pes`` (PES instead of truncated
-BPTT), ``augment`` (parameter and loss scales log-uniform in [1e-3, 1e3], log meta-loss).
+BPTT), ``augment`` (parameter and loss scales log-uniform in [1e-3, 1e3], log meta-loss),
+``augment_mild`` (the same in [1e-2, 1e2]).
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ VARIANTS = {
     "augment": {
         "task": "augmented",
         "task_options": {"task": "quadratic"},
+        "meta_loss": "log",
+    },
+    "augment_mild": {  # the rescaled test's own range, [1e-2, 1e2]
+        "task": "augmented",
+        "task_options": {
+            "task": "quadratic",
+            "param_scale": [1e-2, 1e2],
+            "loss_scale": [1e-2, 1e2],
+        },
         "meta_loss": "log",
     },
 }
