@@ -12,7 +12,7 @@ validation for each step count::
 Variants: ``paper`` (the defaults), ``curriculum`` (plateau curriculum 100 → 1,000, validation at
 1,000), ``log_uniform`` (horizons log-uniform in [20, 1,000]), ``pes`` (PES instead of truncated
 BPTT), ``augment`` (parameter and loss scales log-uniform in [1e-3, 1e3], log meta-loss),
-``augment_mild`` (the same in [1e-2, 1e2]).
+``augment_mild`` (the same in [1e-2, 1e2]), ``log_loss`` (their log meta-loss alone).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ VARIANTS = {
     },
     "log_uniform": {"horizon_sampling": "log_uniform", "max_horizon": 1000},
     "pes": {"estimator": "pes", "pes_pairs": 8},
+    "log_loss": {"meta_loss": "log"},  # the augment variants' meta-loss, without augmentation
     "augment": {
         "task": "augmented",
         "task_options": {"task": "quadratic"},
