@@ -178,3 +178,29 @@ def test_diverged_runs_count_as_worst_in_quartiles():
     curve = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 2.0, float("nan"), float("inf")]]).numpy()
     _, median, q75 = quartiles(curve)
     assert median[1] == np.inf and q75[1] == np.inf
+
+
+def test_the_generalisation_suite():
+    quad = select_settings(["suite"], "quadratic")
+    assert [(s.name, s.steps_for(100)) for s in quad] == [
+        ("horizon-1x", 100),
+        ("horizon-10x", 1000),
+        ("horizon-100x", 10000),
+    ]
+    digits = select_settings(["suite"], "digits-mlp")
+    assert [s.steps_for(50) for s in digits] == [100, 1000] * 5
+    by_name = {s.name: s for s in digits}
+    assert list(by_name) == [
+        f"{m}-{n}" for m in ("sigmoid", "relu", "tanh", "wide", "deep") for n in (100, 1000)
+    ]
+    assert by_name["deep-1000"].task_options == {"hidden": [20, 20, 20], "activation": "sigmoid"}
+    assert by_name["wide-100"].steps_for(7) == 100
+    # the paper's study ("all") is unchanged by the suite
+    assert [s.name for s in select_settings(["all"], "digits-mlp")] == [
+        "horizon-1x",
+        "horizon-2x",
+        "horizon-10x",
+        "wider",
+        "deeper",
+        "relu",
+    ]

@@ -108,3 +108,16 @@ def test_the_plan_covers_every_experiment(tmp_path):
         "concurrent-poison-attention",
     ):
         assert expected in names
+
+
+def test_the_plan_runs_the_suite_when_general_is_shipped(tmp_path, monkeypatch):
+    from l2o import pretrained
+
+    names = pretrained.names()
+    monkeypatch.setattr(pretrained, "names", lambda: [*names, "general"])
+    steps = plan(tmp_path, quick=True)
+    suite = [s for s in steps if s.name.startswith("suite-")]
+    assert [s.name for s in suite] == ["suite-quadratic", "suite-digits-mlp"]
+    assert all("suite" in s.args and "general" in s.args for s in suite)
+    kinds = [s.kind for s in steps]
+    assert kinds.index("concurrent") > max(steps.index(s) for s in suite)

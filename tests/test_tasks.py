@@ -91,7 +91,7 @@ def test_quadratic_definition():
         ("nope", {}, "unknown task 'nope'"),
         ("quadratic", {"dim": 0}, "dim must be"),
         ("quadratic", {"size": 3}, "invalid options"),
-        ("digits-mlp", {"activation": "gelu"}, "activation must be one of"),
+        ("digits-mlp", {"activation": "swish"}, "activation must be one of"),
         ("digits-mlp", {"hidden": [0]}, "hidden must be"),
     ],
 )

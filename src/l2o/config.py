@@ -24,6 +24,9 @@ else:  # pragma: no cover
 
 LOSS_WEIGHT_CHOICES = ("uniform", "increasing", "final")
 META_LOSS_CHOICES = ("loss", "log")
+HORIZON_SAMPLING_CHOICES = ("fixed", "log_uniform")
+CURRICULUM_CHOICES = ("none", "plateau")
+ESTIMATOR_CHOICES = ("bptt", "pes")
 
 
 @dataclass(frozen=True, init=False)
@@ -63,6 +66,18 @@ class TrainConfig:
     checkpoint_every: int = 25  # write checkpoint/ every this many meta-iterations
     seed: int = 0  # initialises the LSTM; task instances come from their own seed streams
     threads: int = 1  # torch threads; two only pay off above ~10k coordinates
+
+    # --- long horizons and the meta-gradient estimator (l2o.meta.horizons, curriculum, pes).
+    # The defaults are the paper's: every unroll is `horizon` steps, truncated backprop. ---
+    horizon_sampling: str = "fixed"  # or "log_uniform": each unroll T ~ logU[truncation, cap]
+    max_horizon: int = 0  # the longest unroll: the cap of sampling and curriculum (0: horizon)
+    curriculum: str = "none"  # "plateau": the cap starts at horizon, grows on validation stalls
+    curriculum_patience: int = 2  # validations without a new best before the cap grows
+    curriculum_factor: float = 2.0  # the cap's growth per stage
+    val_horizon: int = 0  # optimizee steps of a validation run (0: horizon)
+    estimator: str = "bptt"  # "bptt" (truncated backprop, the paper's) or "pes" (Vicol et al.)
+    pes_sigma: float = 0.01  # PES: std of the perturbations of the network's weights
+    pes_pairs: int = 8  # PES: antithetic pairs per meta-iteration (instances split among them)
 
     def __init__(self, **values: Any) -> None:
         arch = {k: values.pop(k) for k in list(values) if k in NET_KEYS}
@@ -116,6 +131,7 @@ class TrainConfig:
             f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
         )
         _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        _check_long_horizons(self)
 
     def __getattr__(self, name: str) -> Any:
         # config.hidden_size etc.: the architecture keys are read through to the spec
@@ -148,6 +164,36 @@ class TrainConfig:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise L2OError(message)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_long_horizons(c: TrainConfig) -> None:
+    _choice("horizon_sampling", c.horizon_sampling, HORIZON_SAMPLING_CHOICES)
+    _choice("curriculum", c.curriculum, CURRICULUM_CHOICES)
+    _choice("estimator", c.estimator, ESTIMATOR_CHOICES)
+    _check(
+        c.max_horizon == 0 or c.max_horizon >= c.horizon,
+        f"max_horizon must be 0 or >= horizon ({c.horizon}), got {c.max_horizon}",
+    )
+    _check(
+        c.curriculum == "none" or c.max_horizon > c.horizon,
+        "curriculum needs max_horizon > horizon (the curriculum grows from horizon to it)",
+    )
+    _check(
+        c.curriculum_patience >= 1,
+        f"curriculum_patience must be >= 1, got {c.curriculum_patience}",
+    )
+    _check(c.curriculum_factor > 1, f"curriculum_factor must be > 1, got {c.curriculum_factor}")
+    _check(c.val_horizon >= 0, f"val_horizon must be >= 0, got {c.val_horizon}")
+    _check(c.pes_sigma > 0, f"pes_sigma must be > 0, got {c.pes_sigma}")
+    _check(c.pes_pairs >= 1, f"pes_pairs must be >= 1, got {c.pes_pairs}")
+    _check(
+        c.estimator == "bptt" or not c.second_order,
+        'second_order applies to estimator = "bptt" only (PES needs no derivatives)',
+    )
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig) if f.name != "net"}

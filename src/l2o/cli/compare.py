@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="LIST",
         help="also run the generalisation study: comma-separated settings or groups from "
-        f"{', '.join([*GROUPS, *SETTINGS])} (horizons are multiples of the training horizon)",
+        f"{', '.join([*GROUPS, *SETTINGS])} (horizon-Nx: N × the training horizon; "
+        "suite: issue 10's generalisation suite)",
     )
     parser.add_argument(
         "--replot", action="store_true", help="redraw the figures from the files in --out only"
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         for setting in settings:
             folder = out / "generalization" / setting.name
-            steps = setting.horizon * horizon
+            steps = setting.steps_for(horizon)
             say(f"== {setting.name}: {setting.description}, {steps} steps")
             fam = get_task(args.task, {**options, **setting.task_options})
             result = _compare(args, fam, learned, baselines, steps, folder, storage, seed)

@@ -6,9 +6,16 @@ architecture (40 hidden units, two hidden layers, ReLU), always with the *same* 
 Every setting is a full comparison (:func:`l2o.compare.comparison.compare`): the baselines are
 tuned again for that setting, on its validation instances, which is the fair reference.
 
+The ``suite`` group (issue 10) is the one table a general-purpose optimizer answers to: the
+quadratic at 1×, 10× and 100× its training horizon, and the digits MLP with sigmoid, ReLU and
+tanh, wider ([64]) and deeper ([20, 20, 20]), each at 100 and 1,000 steps (fixed step counts);
+the table flags any diverged instance.
+
 Example:
     >>> [s.name for s in select_settings(["mlp"], "digits-mlp")]
     ['wider', 'deeper', 'relu']
+    >>> [s.steps_for(100) for s in select_settings(["suite"], "quadratic")]
+    [100, 1000, 10000]
 """
 
 from __future__ import annotations
@@ -33,9 +40,23 @@ class Setting:
     horizon: int = 1  # steps = horizon × the optimizer's training horizon
     task_options: Mapping[str, Any] = field(default_factory=dict)  # over the trained-on ones
     tasks: tuple[str, ...] = ()  # the tasks it applies to; () means every task
+    steps: int | None = None  # a fixed number of steps instead (the suite's 100 and 1,000)
 
     def applies_to(self, task: str) -> bool:
         return not self.tasks or task in self.tasks
+
+    def steps_for(self, training_horizon: int) -> int:
+        """The optimizee steps of this setting for an optimizer trained at that horizon."""
+        return self.steps if self.steps is not None else self.horizon * training_horizon
+
+
+def _suite_mlp(name: str, description: str, options: Mapping[str, Any]) -> list[Setting]:
+    """One digits-MLP variant of the generalisation suite at 100 and at 1,000 steps."""
+    return [
+        Setting(f"{name}-{steps}", f"{description}, {steps} steps", task_options=options,
+                tasks=("digits-mlp",), steps=steps)
+        for steps in (100, 1000)
+    ]  # fmt: skip
 
 
 SETTINGS: dict[str, Setting] = {
@@ -50,13 +71,33 @@ SETTINGS: dict[str, Setting] = {
                 tasks=("digits-mlp",)),
         Setting("relu", "MLP with ReLU instead of sigmoid", task_options={"activation": "relu"},
                 tasks=("digits-mlp",)),
+        # --- the generalisation suite of issue 10 (group "suite") ---
+        Setting("horizon-100x", "a hundred times the training horizon", horizon=100),
+        *_suite_mlp("sigmoid", "MLP 64-20-10, sigmoid", {"activation": "sigmoid"}),
+        *_suite_mlp("relu", "MLP 64-20-10, ReLU", {"activation": "relu"}),
+        *_suite_mlp("tanh", "MLP 64-20-10, tanh", {"activation": "tanh"}),
+        *_suite_mlp("wide", "MLP 64-64-10, sigmoid", {"hidden": [64], "activation": "sigmoid"}),
+        *_suite_mlp("deep", "MLP 64-20-20-20-10, sigmoid",
+                    {"hidden": [20, 20, 20], "activation": "sigmoid"}),
     ]
 }  # fmt: skip
 GROUPS = {
     "horizon": ["horizon-1x", "horizon-2x", "horizon-10x"],
     "mlp": ["wider", "deeper", "relu"],
-    "all": list(SETTINGS),
+    # the paper's study (what `l2o reproduce` runs for the task-specific optimizers)
+    "all": ["horizon-1x", "horizon-2x", "horizon-10x", "wider", "deeper", "relu"],
 }
+# Issue 10's suite (group "suite"): five digits MLPs at 100 and 1,000 steps (sigmoid is the
+# training task, the others change one thing each); any other task at 1×, 10×, 100× its horizon.
+SUITE_MLP = [f"{m}-{n}" for m in ("sigmoid", "relu", "tanh", "wide", "deep") for n in (100, 1000)]
+SUITE_HORIZONS = ["horizon-1x", "horizon-10x", "horizon-100x"]
+GROUPS["suite"] = [*SUITE_HORIZONS, *SUITE_MLP]
+
+
+def _group(name: str, task: str) -> list[str]:
+    if name == "suite":
+        return SUITE_MLP if task == "digits-mlp" else SUITE_HORIZONS
+    return GROUPS[name]
 
 
 def select_settings(names: Sequence[str], task: str) -> list[Setting]:
@@ -67,7 +108,7 @@ def select_settings(names: Sequence[str], task: str) -> list[Setting]:
         if not name:
             continue
         if name in GROUPS:
-            chosen += GROUPS[name]
+            chosen += _group(name, task)
         elif name in SETTINGS:
             if not SETTINGS[name].applies_to(task):
                 raise L2OError(

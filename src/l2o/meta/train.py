@@ -27,17 +27,18 @@ from l2o.config import TrainConfig
 from l2o.errors import L2OError
 from l2o.meta import distributed
 from l2o.meta.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from l2o.meta.horizons import HorizonSchedule
+from l2o.meta.pes import pes_unroll_and_step
 from l2o.meta.unroll import (
     Observe,
     run_learned,
     start_unroll,
-    step_weights,
     task_observer,
     truncation_window,
 )
 from l2o.nets import build_net
 from l2o.serialization import CONFIG_FILE, atomic_write_text, save_optimizer
-from l2o.tasks import TaskBatch, TaskFamily, get_task
+from l2o.tasks import TaskBatch, TaskFamily, get_task, index_groups
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,14 @@ def task_problem(family: TaskFamily) -> MetaProblem:
         return batch.init_params(), task_observer(batch), batch
 
     def evaluate(net: nn.Module, split: str, indices: list[int], steps: int) -> float:
-        batch = family.sample(split, indices)
-        _, theta = run_learned(
-            net, batch.init_params(), task_observer(batch), steps, layout=batch.layout
-        )
-        return float(batch.eval_loss(theta).mean())
+        finals = []
+        for group in index_groups(family, indices):  # one group unless the family says so
+            batch = family.sample(split, group)
+            _, theta = run_learned(
+                net, batch.init_params(), task_observer(batch), steps, layout=batch.layout
+            )
+            finals.append(batch.eval_loss(theta))
+        return float(torch.cat(finals).mean())
 
     return MetaProblem(sample, evaluate)
 
@@ -154,20 +158,33 @@ def meta_train(
         info = {"architecture": net.arch_config(), "train_config": config.to_dict()}
         atomic_write_text(writer / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=True))
         _write_metrics(writer, history.rows)
-    weights = step_weights(config.loss_weights, config.horizon)
+    schedule = HorizonSchedule(config)  # the horizon of each unroll (fixed: the paper's)
+    schedule.replay(history.rows)
+    if config.estimator == "pes" and size > 1:
+        raise L2OError('estimator = "pes" runs on one worker; use "bptt" with several')
     val_indices = list(range(config.val_instances))[rank::size]
     started = time.perf_counter() - training.elapsed
     for iteration in range(training.iteration, config.iterations):
         batch = range(iteration * config.batch_size, (iteration + 1) * config.batch_size)
-        meta_loss, grad_norm, ok = _unroll_and_step(
-            net, meta_opt, problem, distributed.shard(batch, rank, size), config, weights
+        horizon = schedule.horizon(iteration)
+        step = pes_unroll_and_step if config.estimator == "pes" else _unroll_and_step
+        meta_loss, grad_norm, ok = step(
+            net,
+            meta_opt,
+            problem,
+            distributed.shard(batch, rank, size),
+            config,
+            schedule.weights(horizon),
+            horizon,
+            iteration,
         )
         meta_loss = distributed.all_mean(meta_loss)
         training.skipped += 0 if ok else 1
         training.iteration = iteration + 1
         val_loss = math.nan
         if training.iteration % config.val_every == 0 or training.iteration == config.iterations:
-            val_loss = _validate(net, problem, val_indices, config.horizon)
+            val_loss = _validate(net, problem, val_indices, schedule.val_horizon)
+            schedule.observe(val_loss)
             if val_loss < training.best_val:
                 training.best_val, training.best_iteration = val_loss, training.iteration
                 training.best_weights = _copy_weights(net)
@@ -217,8 +234,13 @@ def _unroll_and_step(
     indices: list[int],
     config: TrainConfig,
     weights: torch.Tensor,
+    horizon: int,
+    iteration: int,
 ) -> tuple[float, float, bool]:
-    """One meta-iteration: a full unroll, one Adam step per truncation window.
+    """One meta-iteration: a full unroll of ``horizon`` steps, one Adam step per window.
+
+    (``iteration`` is unused here: the signature is :func:`~l2o.meta.pes.pes_unroll_and_step`'s,
+    which seeds its perturbations with it.)
 
     Returns the mean loss per step over the unroll, the last window's meta-gradient norm, and
     whether every window was finite (a non-finite window is skipped and ends the unroll).
@@ -226,8 +248,8 @@ def _unroll_and_step(
     theta0, observe, batch = problem.sample("train", indices)
     state = start_unroll(net, theta0, observe, batch.layout if batch is not None else None)
     total, count, grad_norm = 0.0, 0, 0.0
-    while state.step < config.horizon:
-        steps = min(config.truncation, config.horizon - state.step)
+    while state.step < horizon:
+        steps = min(config.truncation, horizon - state.step)
         objective, losses, end = truncation_window(
             net,
             state,

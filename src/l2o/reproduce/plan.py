@@ -7,6 +7,7 @@ uses fewer instances, trials and iterations but the same commands and code paths
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,4 +166,21 @@ def plan(out: Path, quick: bool) -> list[Step]:
             "concurrent",
         ),
     ]
+    if "general" in pretrained.names():  # the shipped general-purpose optimizer (issue 10)
+        at = next(i for i, s in enumerate(steps) if s.kind == "concurrent")
+        steps[at:at] = suite_steps(args, quick)
     return steps
+
+
+def suite_steps(args: Callable[[str], tuple[str, ...]], quick: bool) -> list[Step]:
+    """The generalisation suite for the pretrained ``general`` optimizer, untuned, per task."""
+    tune = "--instances 8 --trials 4 --tune-instances 4" if quick else "--trials 20"
+    return [
+        Step(
+            f"suite-{task}",
+            f"Generalisation suite, {task}: the shipped `general` optimizer vs tuned baselines",
+            args(f"compare {task} --optimizer general --steps 100 --generalization suite {tune}"),
+            "generalization",
+        )
+        for task in ("quadratic", "digits-mlp")
+    ]

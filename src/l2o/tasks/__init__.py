@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from l2o.errors import L2OError
+from l2o.tasks.augment import Augmented
 from l2o.tasks.base import (
     SPLITS,
     Layout,
@@ -22,7 +23,10 @@ from l2o.tasks.base import (
     layout_sizes,
 )
 from l2o.tasks.digits_mlp import DigitsMLP
+from l2o.tasks.groups import index_groups
+from l2o.tasks.mixture import Mixture
 from l2o.tasks.quadratic import Quadratic
+from l2o.tasks.random_mlp import RandomMLP
 
 _REGISTRY: dict[str, Callable[..., TaskFamily]] = {}
 
@@ -64,15 +68,22 @@ def list_tasks() -> dict[str, str]:
 
 register_task("quadratic", Quadratic)
 register_task("digits-mlp", DigitsMLP)
+register_task("random-mlp", RandomMLP)
+register_task("mixture", Mixture)
+register_task("augmented", Augmented)
 
 __all__ = [
     "SPLITS",
+    "Augmented",
     "DigitsMLP",
     "Layout",
+    "Mixture",
     "Quadratic",
+    "RandomMLP",
     "TaskBatch",
     "TaskFamily",
     "get_task",
+    "index_groups",
     "instance_generator",
     "instance_seed",
     "layout_sizes",

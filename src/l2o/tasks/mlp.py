@@ -1,7 +1,9 @@
 """A batched MLP as a function of a flat parameter vector, with manual backprop.
 
 B MLPs of the same shape, each with its own parameters (one row of ``theta``) and its own
-minibatch, run as a few ``bmm`` calls. The gradient is computed by hand (checked against
+minibatch, run as a few ``bmm`` calls. Losses: cross-entropy or squared error to one-hot labels
+(classification, integer labels ``(B, m)``) and squared error to real targets (``"regression"``,
+targets ``(B, m, out)``). The gradient is computed by hand (checked against
 autograd in the tests) so meta-training builds no autograd graph through the optimizee.
 """
 
@@ -14,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ACTIVATIONS = ("sigmoid", "relu", "tanh")
-LOSSES = ("cross_entropy", "mse")
+ACTIVATIONS = ("sigmoid", "relu", "tanh", "gelu")
+LOSSES = ("cross_entropy", "mse")  # classification losses (integer labels)
+REGRESSION = "regression"  # mean squared error to real-valued targets
 
 
 class MLPShape:
@@ -70,22 +73,32 @@ def _activate(z: Tensor, activation: str) -> Tensor:
         return torch.sigmoid(z)
     if activation == "relu":
         return torch.relu(z)
+    if activation == "gelu":
+        return F.gelu(z)  # the exact (erf) form
     return torch.tanh(z)
 
 
-def _activation_grad(a: Tensor, activation: str) -> Tensor:
-    """d act / dz written in terms of the activation's output a."""
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _activation_grad(z: Tensor, a: Tensor, activation: str) -> Tensor:
+    """d act / dz at pre-activation z with output a (the cheaper of the two where possible)."""
     if activation == "sigmoid":
         return a * (1.0 - a)
     if activation == "relu":
         return (a > 0).to(a.dtype)
+    if activation == "gelu":  # d/dz zΦ(z) = Φ(z) + zφ(z)
+        cdf = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
+        return cdf + z * torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
     return 1.0 - a * a
 
 
 def _loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
-    """Mean loss per MLP: logits ``(B, m, C)``, integer labels ``(B, m)`` → ``(B,)``."""
+    """Mean loss per MLP: logits ``(B, m, C)``, labels ``(B, m)`` (or targets) → ``(B,)``."""
     if loss == "cross_entropy":
         return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(-1)
+    if loss == REGRESSION:
+        return (logits - labels).pow(2).mean((-2, -1))
     onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
     return (logits - onehot).pow(2).mean((-2, -1))
 
@@ -109,9 +122,10 @@ def mlp_loss_and_grad(
     """Loss ``(B,)`` and gradient ``(B, dim)`` by manual backprop (no autograd graph)."""
     with torch.no_grad():
         layers = shape.unflatten(theta)
-        acts = [x]
+        acts, pre = [x], [x]  # outputs and pre-activations of each layer
         for i, (W, b) in enumerate(layers):
             z = torch.baddbmm(b, acts[-1], W)
+            pre.append(z)
             acts.append(_activate(z, activation) if i < len(layers) - 1 else z)
         logits = acts[-1]
         m, C = logits.shape[1], logits.shape[2]
@@ -122,7 +136,8 @@ def mlp_loss_and_grad(
             dz.scatter_add_(-1, labels.unsqueeze(-1), torch.full_like(dz[..., :1], -1.0))
             dz /= m
         else:
-            diff = logits - F.one_hot(labels, C).to(logits.dtype)
+            target = labels if loss == REGRESSION else F.one_hot(labels, C).to(logits.dtype)
+            diff = logits - target
             value = diff.pow(2).mean((-2, -1))
             dz = diff * (2.0 / (m * C))
         grad = torch.empty_like(theta)
@@ -132,5 +147,7 @@ def mlp_loss_and_grad(
             grad[:, w_slice] = torch.bmm(acts[i].transpose(1, 2), dz).flatten(1)
             grad[:, b_slice] = dz.sum(1)
             if i > 0:
-                dz = torch.bmm(dz, W.transpose(1, 2)) * _activation_grad(acts[i], activation)
+                dz = torch.bmm(dz, W.transpose(1, 2)) * _activation_grad(
+                    pre[i], acts[i], activation
+                )
         return value, grad
