@@ -3,7 +3,9 @@
 One Optuna study per (task and its options, baseline, steps, validation instances, search space),
 kept in any Optuna storage: an SQLite file by default (``tuning.db`` in the output folder), a
 PostgreSQL URL just as well. Running again reuses the study and only adds the missing trials, so
-tuning is paid once and can be extended (``trials`` is the total a study should reach).
+tuning is paid once and can be extended (``trials`` is the total a study should reach). Several
+processes or machines pointed at one storage tune a study together, ``trials`` in all between them
+(:mod:`l2o.compare.storage` holds the locking and heartbeats that keep the count exact).
 
 The objective of a trial is the mean final loss (``eval_loss`` after ``steps`` steps) over the
 validation instances ``0..instances-1``; the test split is never sampled here. A run that diverges
@@ -23,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from l2o.baselines import Baseline, get_baseline
+from l2o.compare.storage import fail_stale_trials, heartbeat, open_storage, study_lock, wait_for
 from l2o.errors import L2OError
 from l2o.evaluate import BaselineRunner
 from l2o.tasks import TaskFamily
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 PENALTY = 1e10  # the score of a diverged trial: finite, so TPE ranks it last instead of failing
 OBJECTIVES = ("mean", "median")  # of the final validation losses
 TUNING_SPLIT = "validation"  # never "test": every number we report comes from test
+LIVE_MARK = "l2o_heartbeat"  # user attribute of trials whose process records heartbeats
 
 # (baseline name, trials finished in this study, trials the study should reach)
 TrialCallback = Callable[[str, int, int], None]
@@ -143,10 +148,11 @@ def tune(
         baseline: a name from :data:`l2o.baselines.BASELINES` or the baseline itself.
         steps: optimizee steps per run; the final loss after them is the objective.
         trials: the number of finished trials the study should have; only the missing ones run.
+            Processes sharing the study (same storage and settings) run them between them.
         instances: validation instances ``0..instances-1`` in every trial.
         storage: an Optuna storage URL (``sqlite:///out/tuning.db``, ``postgresql://...``).
-        seed: seeds the TPE sampler (offset by the trials already finished, so an extended study
-            explores new points instead of replaying its first ones).
+        seed: seeds the TPE sampler (offset by each trial's number, so an extended or shared
+            study explores new points instead of replaying its first ones).
         on_trial: called after every trial with (baseline, finished, target).
         objective: ``mean`` (the default) or ``median`` final validation loss.
 
@@ -162,8 +168,9 @@ def tune(
     base = get_baseline(baseline) if isinstance(baseline, str) else baseline
     name = study_name(family, base, steps, instances, objective)
     try:
+        rdb = open_storage(storage)
         study = optuna.create_study(
-            study_name=name, storage=storage, direction="minimize", load_if_exists=True
+            study_name=name, storage=rdb, direction="minimize", load_if_exists=True
         )
     except (
         ValueError,
@@ -171,15 +178,14 @@ def tune(
         SQLAlchemyError,
         optuna.exceptions.StorageInternalError,
     ) as exc:
+        if isinstance(exc, L2OError):
+            raise
         raise L2OError(
             f"cannot open the Optuna storage {redact(storage)!r}: {exc}; give a valid --storage "
             "URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
         ) from None
-    done = _finished(study)
-    # A crashed run can leave RUNNING/FAIL trials behind; they are ignored, never counted.
-    missing = max(0, trials - done)
-    if missing:
-        study.sampler = optuna.samplers.TPESampler(seed=seed + done)
+    new = 0
+    if _finished(study) < trials:
         study.set_user_attr("task", family.name)
         study.set_user_attr("task_options", family.options())
         study.set_user_attr("baseline", base.name)
@@ -194,12 +200,14 @@ def tune(
             trial.set_user_attr("diverged", value >= PENALTY)
             return value
 
-        def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        def report() -> None:
             if on_trial is not None:
                 on_trial(base.name, _finished(study), trials)
 
-        log.info("tuning %s: %d new trial(s) in study %s", base.name, missing, name)
-        study.optimize(run_trial, n_trials=missing, callbacks=[callback], catch=())
+        new = _top_up(study, rdb, storage, trials, seed, run_trial, report)
+        log.info("tuned %s: %d new trial(s) in study %s", base.name, new, name)
+        # Other processes' last trials belong to the study too: choose from all of them.
+        wait_for(lambda: not _running(study), timeout=math.inf)
     if not base.search_space:  # nothing to tune: the defaults are the answer
         best: dict[str, Any] = {}
     else:
@@ -209,10 +217,79 @@ def tune(
         hyperparameters=best,
         validation_loss=float(study.best_value),
         trials=_finished(study),
-        new_trials=missing,
+        new_trials=new,
         study_name=name,
         objective=objective,
     )
+
+
+def _top_up(
+    study: optuna.Study,
+    rdb: optuna.storages.RDBStorage,
+    url: str,
+    trials: int,
+    seed: int,
+    run_trial: Callable[[optuna.Trial], float],
+    report: Callable[[], None],
+) -> int:
+    """Run trials until the study holds ``trials`` live ones (COMPLETE or RUNNING) in all.
+
+    Counting and asking happen under :func:`study_lock`, so processes sharing the study never
+    start more than ``trials`` between them. Returns how many this process ran.
+    """
+    new = 0
+    while True:
+        with study_lock(rdb, url, study.study_name):
+            fail_stale_trials(study)
+            every = study.get_trials(deepcopy=False)
+            if _live(every) >= trials:
+                return new
+            # Seeded by the trial's number: reproducible alone, and two processes sharing the
+            # study never draw the same random start-up point.
+            study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, len(every)))
+            with warnings.catch_warnings():  # "heartbeat is meant for optimize()": we beat here
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()
+            trial_id = trial._trial_id  # Optuna's storage key (no public accessor)
+            trial.set_user_attr(LIVE_MARK, True)  # counted by others from now on
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
+        if _live(earlier) >= trials:  # a process without our lock got there first
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return new
+        try:
+            with heartbeat(rdb, trial_id):
+                value = run_trial(trial)
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        new += 1
+        report()
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The TPE seed of trial ``number``: distinct across trials and across nearby ``seed``s."""
+    return (seed * 1_000_003 + number) % 2**32
+
+
+def _live(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trials that count towards the total: finished ones and those running with a heartbeat.
+
+    A RUNNING trial without :data:`LIVE_MARK` was left by a crash of an older version (no
+    heartbeat, so it would never be failed); it is ignored, as before.
+    """
+    complete = optuna.trial.TrialState.COMPLETE
+    return sum(t.state == complete or _running_with_heartbeat(t) for t in trials)
+
+
+def _running(study: optuna.Study) -> bool:
+    fail_stale_trials(study)
+    return any(_running_with_heartbeat(t) for t in study.get_trials(deepcopy=False))
+
+
+def _running_with_heartbeat(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == optuna.trial.TrialState.RUNNING and bool(trial.user_attrs.get(LIVE_MARK))
 
 
 def _finished(study: optuna.Study) -> int:
