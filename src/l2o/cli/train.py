@@ -28,6 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="meta-train data-parallel over this many local processes "
         "(torch.distributed, gloo); batch_size must be a multiple",
     )
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --workers: stop the job when a worker makes no progress for this long while "
+        f"the others wait (default ${distributed.TIMEOUT_ENV} or "
+        f"{distributed.DEFAULT_TIMEOUT:.0f})",
+    )
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -49,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
             raise L2OError(
                 f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
             )
-        distributed.spawn(args.workers, train_and_report, config, out, args.resume)
+        if args.worker_timeout is not None and not args.worker_timeout > 0:
+            raise L2OError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
+        distributed.spawn(
+            args.workers, train_and_report, config, out, args.resume, timeout=args.worker_timeout
+        )
     else:
         distributed.init_from_env()  # a torchrun launch joins its process group here
         train_and_report(config, out, args.resume)

@@ -7,6 +7,10 @@ alone writes files and reports progress.
 
     l2o train quadratic --workers 2                   # spawns 2 local processes (gloo)
     torchrun --nproc-per-node 2 -m l2o.cli.main train quadratic   # or any torchrun launch
+
+A worker that dies or hangs ends the job within :func:`worker_timeout` seconds with a one-line
+error (:class:`PeerLost` on the survivors; the local launcher names the culprit's rank), and the
+last checkpoint, written atomically by rank 0, stays intact for ``--resume``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -21,6 +26,9 @@ import torch.distributed as dist
 from torch import nn
 
 from l2o.errors import L2OError
+
+TIMEOUT_ENV = "L2O_WORKER_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0  # seconds; see worker_timeout()
 
 
 def rank_and_size() -> tuple[int, int]:
@@ -30,10 +38,50 @@ def rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
+def worker_timeout() -> float:
+    """Seconds a worker waits for the others before the job is given up (``L2O_WORKER_TIMEOUT``).
+
+    Long enough for any one truncation window or validation between two collectives, short
+    enough that a dead or hung worker ends the job within a minute.
+    """
+    value = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise L2OError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def init_from_env() -> None:
     """Join the process group a launcher such as ``torchrun`` describes in the environment."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timedelta(seconds=worker_timeout()))
+
+
+def _collective(op: Callable[[], Any]) -> None:
+    """Run one collective; a peer that died or timed out becomes a one-line error."""
+    from l2o.meta import watchdog
+
+    watchdog.entered_collective()
+    try:
+        op()
+    except RuntimeError as exc:  # torch.distributed.DistError and its kin
+        rank, size = rank_and_size()
+        raise PeerLost(
+            f"worker {rank} of {size} lost the others ({_first_line(exc)}): a worker died or "
+            "hung; the last checkpoint is intact, continue with --resume"
+        ) from exc
+
+
+class PeerLost(L2OError):
+    """A collective failed because another worker died or stopped answering."""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:160] if lines else type(exc).__name__
 
 
 def shard(indices: Sequence[int], rank: int, size: int) -> list[int]:
@@ -51,7 +99,7 @@ def average_gradients(net: nn.Module, finite: bool) -> bool:
     )
     if not finite:
         flat[:-1] = 0.0
-    dist.all_reduce(flat)
+    _collective(lambda: dist.all_reduce(flat))
     size = dist.get_world_size()
     offset = 0
     for p in params:
@@ -66,13 +114,13 @@ def all_mean(value: float, weight: float = 1.0) -> float:
     if rank_and_size()[1] == 1:
         return value
     pair = torch.tensor([value * weight, weight], dtype=torch.float64)
-    dist.all_reduce(pair)
+    _collective(lambda: dist.all_reduce(pair))
     return float(pair[0] / pair[1])
 
 
 def broadcast_weights(net: nn.Module) -> None:
     for p in net.parameters():
-        dist.broadcast(p.data, src=0)
+        _collective(lambda p=p: dist.broadcast(p.data, src=0))
 
 
 def _free_port() -> int:
@@ -81,32 +129,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size)
-    )
-    dist.init_process_group("gloo", rank=rank, world_size=size)
-    try:
-        fn(*args)
-    finally:
-        dist.destroy_process_group()
-
-
-def spawn(workers: int, fn: Callable[..., Any], *args: Any) -> None:
+def spawn(workers: int, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> None:
     """Run ``fn(*args)`` in ``workers`` local processes joined in one gloo process group.
 
-    ``fn`` must be importable (a module-level function) and its arguments picklable.
+    ``fn`` must be importable (a module-level function) and its arguments picklable. A worker
+    that dies, fails or hangs (no progress for ``timeout`` seconds while the others wait for it;
+    default :func:`worker_timeout`) stops the others at once; see :mod:`l2o.meta.watchdog`.
     """
     if workers < 1:
         raise L2OError(f"workers must be >= 1, got {workers}")
-    import torch.multiprocessing as mp
+    from l2o.meta.watchdog import run_workers
 
-    try:
-        mp.spawn(_worker, args=(workers, _free_port(), fn, args), nprocs=workers, join=True)
-    except mp.ProcessRaisedException as exc:
-        # A worker's bad-input error reaches the user as the same one-line error.
-        last = str(exc).strip().splitlines()[-1]
-        prefix = "l2o.errors.L2OError: "
-        if last.startswith(prefix):
-            raise L2OError(last[len(prefix) :]) from None
-        raise
+    run_workers(workers, fn, args, _free_port(), worker_timeout() if timeout is None else timeout)

@@ -1,0 +1,194 @@
+"""Local data-parallel workers under a watchdog: a dead or hung worker ends the whole job.
+
+:func:`run_workers` starts one process per rank (``spawn``), joins them in a gloo process group
+and watches them:
+
+- a worker that **exits** with an error or a signal stops the others at once;
+- a worker that **hangs** is found by progress counters: every rank counts the collectives it has
+  entered (:func:`entered_collective`); when the counters differ and none has moved for
+  ``timeout`` seconds, the ranks behind are the hung ones (the others are waiting for them).
+
+Either way the error is one line naming the rank. Killing a worker is safe for the run folder:
+rank 0 writes every checkpoint to a temporary file and renames it into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from l2o.errors import L2OError
+
+POLL = 0.5  # seconds between the watchdog's looks
+# The survivors' own gloo timeout comes later than the watchdog's, so the watchdog, which knows
+# which rank is behind, reports a hang first.
+GLOO_EXTRA = 30.0
+_counters: Any = None  # this worker's view of the shared progress counters (None: not a worker)
+_rank = 0
+
+# What a worker reports when it fails: (rank, kind, message); kind is "error" (an L2OError: bad
+# input, reported as is), "peer" (it lost the others: a symptom, not the cause) or "crash".
+Report = tuple[int, str, str]
+
+
+def entered_collective() -> None:
+    """Count one collective for this rank (no-op outside :func:`run_workers`)."""
+    if _counters is not None:
+        _counters[_rank] += 1
+
+
+def run_workers(
+    size: int, fn: Callable[..., Any], args: Sequence[Any], port: int, timeout: float
+) -> None:
+    """Run ``fn(*args)`` on ``size`` local ranks; raise :class:`L2OError` naming a failed rank."""
+    ctx = multiprocessing.get_context("spawn")
+    counters = ctx.Array("q", size, lock=False)  # no lock: each rank writes its own slot
+    # One pipe per worker for its failure report (no semaphores for a killed worker to leak).
+    pipes = [ctx.Pipe(duplex=False) for _ in range(size)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(rank, size, port, timeout, counters, pipes[rank][1], fn, tuple(args)),
+            name=f"l2o-worker-{rank}",
+        )
+        for rank in range(size)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        _watch(procs, counters, [receive for receive, _ in pipes], timeout)
+    finally:
+        for proc in procs:  # on success they are gone; on failure or Ctrl-C, stop them all
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+
+
+def _watch(
+    procs: list[multiprocessing.Process],
+    counters: Any,
+    reports: list[Any],
+    timeout: float,
+) -> None:
+    size = len(procs)
+    last, moved = list(counters), time.monotonic()
+    pending = {p.sentinel: rank for rank, p in enumerate(procs)}
+    while pending:
+        ready = multiprocessing.connection.wait(list(pending), timeout=POLL)
+        failed = []
+        for sentinel in ready:
+            rank = pending.pop(sentinel)
+            procs[rank].join()
+            if procs[rank].exitcode:
+                failed.append(rank)
+        if failed:
+            time.sleep(POLL)  # let the survivors' reports of a lost peer arrive too
+            raise L2OError(_failure(procs, failed, _drain(reports), size))
+        now, counts = time.monotonic(), list(counters)
+        if counts != last:
+            last, moved = counts, now
+        elif len(set(counts)) > 1 and now - moved > timeout:
+            behind = [rank for rank, c in enumerate(counts) if c == min(counts)]
+            who = ", ".join(map(str, behind))
+            raise L2OError(
+                f"worker {who} of {size} hung: no progress for {timeout:.0f} s while the others "
+                "waited for it; all workers were stopped, the last checkpoint is intact "
+                "(continue with --resume)"
+            )
+
+
+def _failure(
+    procs: list[multiprocessing.Process], failed: list[int], reports: list[Report], size: int
+) -> str:
+    """One line about the first cause among the failed ranks (a lost peer is only a symptom)."""
+    by_rank = {rank: (kind, message) for rank, kind, message in reports}
+    errors = [m for _, (k, m) in sorted(by_rank.items()) if k == "error"]
+    if errors:
+        return errors[0]  # bad input: every rank says the same, once is enough
+    causes = [r for r in failed if by_rank.get(r, ("", ""))[0] != "peer"] or failed
+    rank = causes[0]
+    code = procs[rank].exitcode or 0
+    if rank in by_rank:
+        what = f"failed: {by_rank[rank][1]}"
+    elif code < 0:
+        what = f"died (killed by {signal.Signals(-code).name})"
+    else:
+        what = f"died (exit status {code})"
+    return (
+        f"worker {rank} of {size} {what}; all workers were stopped, the last checkpoint is "
+        "intact (continue with --resume)"
+    )
+
+
+def _drain(pipes: list[Any]) -> list[Report]:
+    out = []
+    for pipe in pipes:
+        with contextlib.suppress(EOFError, OSError):
+            while pipe.poll():
+                out.append(pipe.recv())
+    return out
+
+
+def _worker(
+    rank: int,
+    size: int,
+    port: int,
+    timeout: float,
+    counters: Any,
+    reports: Any,
+    fn: Callable[..., Any],
+    args: tuple,
+) -> None:
+    global _counters, _rank
+    _die_with_parent()
+    import threading
+
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak (and
+    # Python warn about at exit); rank 0 alone draws a bar, a thread lock is all it needs.
+    tqdm.set_lock(threading.RLock())
+
+    from l2o.meta.distributed import PeerLost
+
+    _counters, _rank = counters, rank
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size)
+    )
+    try:
+        dist.init_process_group(
+            "gloo", rank=rank, world_size=size, timeout=timedelta(seconds=timeout + GLOO_EXTRA)
+        )
+        try:
+            fn(*args)
+        finally:
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+    except PeerLost as exc:
+        reports.send((rank, "peer", str(exc)))
+        sys.exit(1)
+    except L2OError as exc:
+        reports.send((rank, "error", str(exc)))
+        sys.exit(1)
+    except Exception as exc:
+        traceback.print_exc()  # a bug: its traceback helps, once, from the rank it happened on
+        reports.send((rank, "crash", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+        sys.exit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: receive SIGKILL when the launching process dies, so no worker is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
