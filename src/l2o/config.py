@@ -66,6 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 25  # write checkpoint/ every this many meta-iterations
     seed: int = 0  # initialises the LSTM; task instances come from their own seed streams
     threads: int = 1  # torch threads; two only pay off above ~10k coordinates
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (l2o.devices); checkpoints stay portable
 
     # --- long horizons and the meta-gradient estimator (l2o.meta.horizons, curriculum, pes).
     # The defaults are the paper's: every unroll is `horizon` steps, truncated backprop. ---
@@ -132,6 +133,7 @@ class TrainConfig:
         )
         _check(self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         _check_long_horizons(self)
+        _check(isinstance(self.device, str), f"device must be a string, got {self.device!r}")
 
     def __getattr__(self, name: str) -> Any:
         # config.hidden_size etc.: the architecture keys are read through to the spec

@@ -146,7 +146,7 @@ def evaluate(
             raise L2OError(f"two optimizers are both named {runner.name!r}")
         with torch.no_grad():
             curve = runner.run(family.sample(split, indices), steps)
-        result.curves[runner.name] = curve.numpy().astype(np.float64)
+        result.curves[runner.name] = curve.cpu().numpy().astype(np.float64)
         result.hyperparameters[runner.name] = runner.hyperparameters
         result.ms_per_step[runner.name] = time_per_step(runner, family, split, timing_steps)
     return result

@@ -29,6 +29,15 @@ def add_common(parser: argparse.ArgumentParser, default_out: str | None = None) 
     parser.add_argument("--seed", type=int, default=None, help="random seed")
 
 
+def add_device(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    parser.add_argument(
+        "--device",
+        default=default,
+        help="where tensors live: cpu, cuda, cuda:N or auto (a GPU when there is one); "
+        + (f"default {default}" if default else "default: the config's device key (cpu)"),
+    )
+
+
 def add_key_values(parser: argparse.ArgumentParser, flag: str, dest: str, help: str) -> None:
     """A repeatable ``FLAG KEY=VALUE`` option gathered in a list (``--set``, ``--task-option``)."""
     parser.add_argument(

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+from l2o.cli.common import add_common, add_device, add_key_values, progress, say
 from l2o.compare.comparison import (
     DEFAULT_BASELINES,
     Outcome,
@@ -36,6 +36,7 @@ from l2o.compare.generalization import (
 )
 from l2o.compare.plots import replot
 from l2o.config import apply_overrides
+from l2o.devices import on_device, place_runners, resolve_device
 from l2o.errors import L2OError
 from l2o.evaluate import Runner, resolve_optimizer
 from l2o.tasks import get_task
@@ -101,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1; 2 cores are shared)"
     )
+    add_device(parser)
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -118,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     _quiet_optuna()
     options = apply_overrides({}, args.task_options)
-    family = get_task(args.task, options)  # validates the task before anything runs
+    device = resolve_device(args.device)
+    family = on_device(get_task(args.task, options), device)  # validates the task first
     learned = resolve_optimizer(args.optimizer)
+    place_runners([learned], device)
     storage = args.storage or default_storage(out)
     baselines = [b for b in args.baselines.split(",") if b.strip()]
     seed = 0 if args.seed is None else args.seed
@@ -136,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             folder = out / "generalization" / setting.name
             steps = setting.steps_for(horizon)
             say(f"== {setting.name}: {setting.description}, {steps} steps")
-            fam = get_task(args.task, {**options, **setting.task_options})
+            fam = on_device(get_task(args.task, {**options, **setting.task_options}), device)
             result = _compare(args, fam, learned, baselines, steps, folder, storage, seed)
             rows.append(table_row(setting, _report(result, write_outcome(folder, result), folder)))
         table = write_table(out, rows)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from l2o.cli.common import add_common, add_key_values, say
+from l2o.cli.common import add_common, add_device, add_key_values, say
 from l2o.config import apply_overrides
+from l2o.devices import on_device, place_runners, resolve_device
 from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
 from l2o.tasks import get_task
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser, "--task-option", "task_options", "task option, e.g. hidden=[40] (repeatable)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_device(parser)
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -38,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise L2OError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     options = apply_overrides({}, args.task_options)
-    family = get_task(args.task, options)
+    device = resolve_device(args.device)
+    family = on_device(get_task(args.task, options), device)
     runners = [resolve_optimizer(spec) for spec in args.optimizer]
+    place_runners(runners, device)
     names = [r.name for r in runners]
     for spec, r in zip(args.optimizer, runners):
         if names.count(r.name) > 1:  # e.g. a learning-rate grid: name each by its spec

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+import torch
+
+from l2o.cli.common import add_common, add_device, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
+from l2o.devices import backend_for, resolve_device
 from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
 from l2o.tasks import get_task
@@ -37,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"the others wait (default ${distributed.TIMEOUT_ENV} or "
         f"{distributed.DEFAULT_TIMEOUT:.0f})",
     )
+    add_device(parser, default=None)
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -45,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"task={args.task!r}".replace("'", '"'), *args.overrides]
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"device={json.dumps(args.device)}")
     config = load_config(args.config, overrides)
     get_task(config.task, config.task_options)  # fail early on a bad task or options
+    backend = backend_for(resolve_device(config.device))  # and on a device this machine lacks
     out = args.out or Path("runs") / config.task
     if not args.resume and (out / "checkpoint").exists():
         raise L2OError(
@@ -58,13 +66,24 @@ def run(args: argparse.Namespace) -> int:
             raise L2OError(
                 f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
             )
+        if backend == "nccl" and args.workers > torch.cuda.device_count():
+            raise L2OError(
+                f"--workers {args.workers} on {config.device}: one GPU per worker, and there are "
+                f"{torch.cuda.device_count()}; use fewer workers or --device cpu"
+            )
         if args.worker_timeout is not None and not args.worker_timeout > 0:
             raise L2OError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
         distributed.spawn(
-            args.workers, train_and_report, config, out, args.resume, timeout=args.worker_timeout
+            args.workers,
+            train_and_report,
+            config,
+            out,
+            args.resume,
+            timeout=args.worker_timeout,
+            backend=backend,
         )
     else:
-        distributed.init_from_env()  # a torchrun launch joins its process group here
+        distributed.init_from_env(backend)  # a torchrun launch joins its process group here
         train_and_report(config, out, args.resume)
     return 0
 

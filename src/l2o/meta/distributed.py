@@ -54,10 +54,23 @@ def worker_timeout() -> float:
     return seconds
 
 
-def init_from_env() -> None:
-    """Join the process group a launcher such as ``torchrun`` describes in the environment."""
+def init_from_env(backend: str = "gloo") -> None:
+    """Join the process group a launcher such as ``torchrun`` describes in the environment.
+
+    ``backend`` is ``gloo`` for CPUs, ``nccl`` for GPUs (see :func:`l2o.devices.backend_for`).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=timedelta(seconds=worker_timeout()))
+        if backend == "nccl":  # one GPU per process: this one's is cuda:LOCAL_RANK
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local % torch.cuda.device_count())
+        dist.init_process_group(backend, timeout=timedelta(seconds=worker_timeout()))
+
+
+def _collective_device() -> torch.device:
+    """Where small tensors made for a collective must live (NCCL only moves GPU tensors)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _collective(op: Callable[[], Any]) -> None:
@@ -95,7 +108,7 @@ def average_gradients(net: nn.Module, finite: bool) -> bool:
     params = list(net.parameters())
     flat = torch.cat(
         [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-        + [torch.tensor([1.0 if finite else 0.0])]
+        + [torch.tensor([1.0 if finite else 0.0], device=params[0].device)]
     )
     if not finite:
         flat[:-1] = 0.0
@@ -113,7 +126,7 @@ def all_mean(value: float, weight: float = 1.0) -> float:
     """The weighted mean of ``value`` over ranks (weights: e.g. instances per rank)."""
     if rank_and_size()[1] == 1:
         return value
-    pair = torch.tensor([value * weight, weight], dtype=torch.float64)
+    pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=_collective_device())
     _collective(lambda: dist.all_reduce(pair))
     return float(pair[0] / pair[1])
 
@@ -129,9 +142,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(workers: int, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> None:
-    """Run ``fn(*args)`` in ``workers`` local processes joined in one gloo process group.
+def spawn(
+    workers: int,
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = None,
+    backend: str = "gloo",
+) -> None:
+    """Run ``fn(*args)`` in ``workers`` local processes joined in one process group.
 
+    ``backend`` is ``gloo`` (CPUs) or ``nccl`` (one GPU per worker: ``cuda:RANK``).
     ``fn`` must be importable (a module-level function) and its arguments picklable. A worker
     that dies, fails or hangs (no progress for ``timeout`` seconds while the others wait for it;
     default :func:`worker_timeout`) stops the others at once; see :mod:`l2o.meta.watchdog`.
@@ -140,4 +160,5 @@ def spawn(workers: int, fn: Callable[..., Any], *args: Any, timeout: float | Non
         raise L2OError(f"workers must be >= 1, got {workers}")
     from l2o.meta.watchdog import run_workers
 
-    run_workers(workers, fn, args, _free_port(), worker_timeout() if timeout is None else timeout)
+    seconds = worker_timeout() if timeout is None else timeout
+    run_workers(workers, fn, args, _free_port(), seconds, backend)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from l2o.config import TrainConfig
+from l2o.devices import on_device, resolve_device
 from l2o.errors import L2OError
 from l2o.meta import distributed
 from l2o.meta.checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -43,6 +44,7 @@ from l2o.tasks import TaskBatch, TaskFamily, get_task, index_groups
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
+RESUMABLE = ("iterations", "device")  # config keys a resumed run may change
 METRIC_FIELDS = ("iteration", "meta_loss", "val_loss", "grad_norm", "skipped", "wall_time")
 
 
@@ -131,10 +133,12 @@ def meta_train(
         2
     """
     torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
     if problem is None:
-        problem = task_problem(get_task(config.task, config.task_options))
+        problem = task_problem(on_device(get_task(config.task, config.task_options), device))
     if net is None:
         net = build_from_config(config)
+    net = net.to(device)  # built on the CPU first: the same initial weights on every device
     rank, size = distributed.rank_and_size()
     if config.batch_size % size:
         raise L2OError(
@@ -162,6 +166,8 @@ def meta_train(
     schedule.replay(history.rows)
     if config.estimator == "pes" and size > 1:
         raise L2OError('estimator = "pes" runs on one worker; use "bptt" with several')
+    if config.estimator == "pes" and device.type != "cpu":
+        raise L2OError('estimator = "pes" runs on the CPU so far; use "bptt" on a GPU')
     val_indices = list(range(config.val_instances))[rank::size]
     started = time.perf_counter() - training.elapsed
     for iteration in range(training.iteration, config.iterations):
@@ -299,13 +305,12 @@ def _copy_weights(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
     current = json.loads(config.to_json())
-    differ = sorted(
-        k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k)
-    )
+    keys = (set(saved) | set(current)) - set(RESUMABLE)
+    differ = sorted(k for k in keys if saved.get(k) != current.get(k))
     if differ:
         raise L2OError(
             f"the checkpoint was written with a different config ({', '.join(differ)} differ); "
-            "resume with the same config (only iterations may change) or use a new --out"
+            "resume with the same config (only iterations and device may change) or use a new --out"
         )
 
 

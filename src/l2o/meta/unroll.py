@@ -61,7 +61,7 @@ def start_unroll(
     net: nn.Module, theta0: Tensor, observe: Observe, layout: Layout | None = None
 ) -> UnrollState:
     _, _, inputs = observe(theta0, 0)
-    return UnrollState(theta0, inputs, net.init_state(theta0.numel()), 0, layout)
+    return UnrollState(theta0, inputs, net.init_state(theta0.numel(), theta0.device), 0, layout)
 
 
 def apply_net(

@@ -48,7 +48,12 @@ def entered_collective() -> None:
 
 
 def run_workers(
-    size: int, fn: Callable[..., Any], args: Sequence[Any], port: int, timeout: float
+    size: int,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    port: int,
+    timeout: float,
+    backend: str = "gloo",
 ) -> None:
     """Run ``fn(*args)`` on ``size`` local ranks; raise :class:`L2OError` naming a failed rank."""
     ctx = multiprocessing.get_context("spawn")
@@ -58,7 +63,7 @@ def run_workers(
     procs = [
         ctx.Process(
             target=_worker,
-            args=(rank, size, port, timeout, counters, pipes[rank][1], fn, tuple(args)),
+            args=(rank, size, port, timeout, backend, counters, pipes[rank][1], fn, tuple(args)),
             name=f"l2o-worker-{rank}",
         )
         for rank in range(size)
@@ -144,6 +149,7 @@ def _worker(
     size: int,
     port: int,
     timeout: float,
+    backend: str,
     counters: Any,
     reports: Any,
     fn: Callable[..., Any],
@@ -164,11 +170,19 @@ def _worker(
 
     _counters, _rank = counters, rank
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),  # device "cuda" is cuda:LOCAL_RANK (l2o.devices)
+        WORLD_SIZE=str(size),
     )
     try:
+        if backend == "nccl":
+            import torch
+
+            torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(
-            "gloo", rank=rank, world_size=size, timeout=timedelta(seconds=timeout + GLOO_EXTRA)
+            backend, rank=rank, world_size=size, timeout=timedelta(seconds=timeout + GLOO_EXTRA)
         )
         try:
             fn(*args)
