@@ -44,6 +44,7 @@ def test_cuda_without_cuda_is_one_clear_line(tmp_path, capsys):
         ["train", "quadratic", "--device", "cuda", "--out", str(tmp_path / "t")],
         ["evaluate", "adam:lr=0.1", "quadratic", "--device", "cuda", "--out", str(tmp_path)],
         ["compare", "quadratic", "--optimizer", "sgd:lr=0.1", "--device", "cuda:0"],
+        ["concurrent", "noise", "--device", "cuda", "--out", str(tmp_path / "c")],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()

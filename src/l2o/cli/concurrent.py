@@ -11,9 +11,11 @@ import argparse
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+from l2o.cli.common import add_common, add_device, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.devices import resolve_device
+from l2o.errors import L2OError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "override a key: training (horizon=50), concurrent (clean_slot=2) "
         "or initializer option (options.levels=[0.01,0.5])",
     )
+    add_device(parser)
     add_common(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if resolve_device(args.device).type != "cpu":
+        # Its optimizee sets and slot permutations are built on the CPU (l2o.concurrent).
+        raise L2OError(
+            f"l2o concurrent runs on the CPU only so far, not {args.device}; use --device cpu"
+        )
     config = load_concurrent_config(
         args.config, args.overrides, args.initializer, args.task, args.combiner, args.seed
     )
