@@ -12,6 +12,11 @@ meta-update all included. Printed:
 - reference: the way most public ports meta-train: one instance at a time, ``nn.LSTMCell``
   modules, the optimizee gradient from autograd, the meta-loss backpropagated through the loss;
   the same maths (preprocessing, 2×20 LSTM, first-order, truncation 20, Adam).
+- the machine's own limit: the fp32 GEMM rate of the unroll's own shapes (B·d = 1280 rows by
+  40 by 80 = 4H, the second layer's packed matmul) on one thread, in the same run, and the
+  unroll's useful FLOP rate: the LSTM's matmul FLOPs per coordinate-step (forward, and backward
+  for inputs and weights: 6 FLOPs per weight) times coordinate-steps/s. ``fraction_of_gemm`` is
+  their ratio; the rest of the time goes to elementwise kernels and per-kernel dispatch.
 - peak memory (resident-set growth during one meta-iteration over the process before it,
   sampled every 0.5 ms, in a fresh process each) for
   T = 100 and T = 1000 with truncation 20: truncation keeps it flat.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,6 +57,31 @@ def l2o_steps_per_s(batch: int, iterations: int, kind: str = "lstm") -> float:
         indices = list(range(it * batch, (it + 1) * batch))
         _unroll_and_step(net, meta_opt, problem, indices, config, weights)
     return iterations * batch * HORIZON / (time.perf_counter() - start)
+
+
+def gemm_gflops(rows: int, inner: int, cols: int, repeats: int = 7, calls: int = 200) -> float:
+    """fp32 ``(rows, inner) @ (inner, cols)`` on this thread: the best of ``repeats`` timings."""
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    out = torch.empty(rows, cols)
+    for _ in range(calls):  # warm-up
+        torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * inner * cols * calls / best / 1e9
+
+
+def flops_per_coordinate_step(net: nn.Module) -> int:
+    """The network's matmul FLOPs for one coordinate and one step, forward and backward.
+
+    Every weight is one multiply-add (2 FLOPs) in the forward pass and two in the backward pass
+    (the gradient with respect to the layer's input and to the weight): 6 FLOPs per weight.
+    Biases and elementwise gate arithmetic are not counted (not matmul work).
+    """
+    return 6 * sum(p.numel() for name, p in net.named_parameters() if name.endswith("weight"))
 
 
 class ReferenceLSTM(nn.Module):
@@ -147,7 +178,14 @@ def main() -> None:
     parser.add_argument("--reference-instances", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]
     ours = l2o_steps_per_s(BATCH, args.iterations)
+    dim = get_task("quadratic").dim
+    net = build_from_config(TrainConfig())
+    hidden = TrainConfig().hidden_size
+    gemm = gemm_gflops(BATCH * dim, 2 * hidden, 4 * hidden)
+    flops = flops_per_coordinate_step(net)
+    unroll = ours * dim * flops / 1e9
     ours_b1 = l2o_steps_per_s(1, args.reference_instances)
     # every net kind on the same workload (the paper's LSTM is `ours` above)
     kinds = {"lstm": ours}
@@ -161,6 +199,11 @@ def main() -> None:
     for kind, rate in kinds.items():
         print(f"kind {kind:<18}{rate:12,.0f} optimizee-steps/s")
     print(
+        f"GEMM {BATCH * dim}x{2 * hidden} by {2 * hidden}x{4 * hidden}, one thread: {gemm:.1f} "
+        f"GFLOP/s; unroll: {flops:,} FLOP per coordinate-step, {unroll:.1f} GFLOP/s = "
+        f"{unroll / gemm:.3f} of the GEMM rate (load average {load:.1f} at the start)"
+    )
+    print(
         f"peak memory growth: T=100 {mem100:.1f} MB, T=1000 {mem1000:.1f} MB "
         f"(ratio {mem1000 / max(mem100, 1e-9):.2f})"
     )
@@ -170,6 +213,11 @@ def main() -> None:
                 "optimizee_steps_per_s": round(ours, 1),
                 "reference_steps_per_s": round(reference, 1),
                 "ratio": round(ours / reference, 2),
+                "gemm_gflops": round(gemm, 2),
+                "unroll_gflops": round(unroll, 2),
+                "fraction_of_gemm": round(unroll / gemm, 4),
+                "flops_per_coordinate_step": flops,
+                "load_average": round(load, 2),
                 "l2o_batch1_steps_per_s": round(ours_b1, 1),
                 "peak_mb_T100": round(mem100, 2),
                 "peak_mb_T1000": round(mem1000, 2),
