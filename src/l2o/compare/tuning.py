@@ -151,8 +151,8 @@ def tune(
             Processes sharing the study (same storage and settings) run them between them.
         instances: validation instances ``0..instances-1`` in every trial.
         storage: an Optuna storage URL (``sqlite:///out/tuning.db``, ``postgresql://...``).
-        seed: seeds the TPE sampler (offset by each trial's number, so an extended or shared
-            study explores new points instead of replaying its first ones).
+        seed: seeds the TPE sampler (offset by the trials already in the study, so an extended
+            or shared study explores new points instead of replaying its first ones).
         on_trial: called after every trial with (baseline, finished, target).
         objective: ``mean`` (the default) or ``median`` final validation loss.
 
@@ -244,9 +244,9 @@ def _top_up(
             every = study.get_trials(deepcopy=False)
             if _live(every) >= trials:
                 return new
-            # Seeded by the trial's number: reproducible alone, and two processes sharing the
-            # study never draw the same random start-up point.
-            study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, len(every)))
+            if new == 0:  # seeded by the trials before this process's first: reproducible
+                # alone, and processes sharing the study draw from different random streams
+                study.sampler = optuna.samplers.TPESampler(seed=seed + len(every))
             with warnings.catch_warnings():  # "heartbeat is meant for optimize()": we beat here
                 warnings.simplefilter("ignore", UserWarning)
                 trial = study.ask()
@@ -266,11 +266,6 @@ def _top_up(
         study.tell(trial, value)
         new += 1
         report()
-
-
-def trial_seed(seed: int, number: int) -> int:
-    """The TPE seed of trial ``number``: distinct across trials and across nearby ``seed``s."""
-    return (seed * 1_000_003 + number) % 2**32
 
 
 def _live(trials: list[optuna.trial.FrozenTrial]) -> int:
