@@ -17,6 +17,9 @@ meta-update all included. Printed:
   unroll's useful FLOP rate: the LSTM's matmul FLOPs per coordinate-step (forward, and backward
   for inputs and weights: 6 FLOPs per weight) times coordinate-steps/s. ``fraction_of_gemm`` is
   their ratio; the rest of the time goes to elementwise kernels and per-kernel dispatch.
+- with ``--device cuda``: the same on the GPU at ``--batches`` (default B = 128 and 8,192) and,
+  with ``--largest``, doubling B until it no longer fits, each against the GPU's GEMM rate of
+  the same rows; the CPU numbers of the same run stay first.
 - peak memory (resident-set growth during one meta-iteration over the process before it,
   sampled every 0.5 ms, in a fresh process each) for
   T = 100 and T = 1000 with truncation 20: truncation keeps it flat.
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 
 from l2o.config import TrainConfig
+from l2o.devices import on_device, resolve_device
 from l2o.meta.train import _unroll_and_step, build_from_config, task_problem
 from l2o.meta.unroll import step_weights
 from l2o.nets.preprocess import log_sign
@@ -45,31 +49,44 @@ from l2o.tasks import get_task
 HORIZON, TRUNCATION, BATCH = 100, 20, 128
 
 
-def l2o_steps_per_s(batch: int, iterations: int, kind: str = "lstm") -> float:
+def l2o_steps_per_s(batch: int, iterations: int, kind: str = "lstm", device: str = "cpu") -> float:
+    dev = resolve_device(device)
     config = TrainConfig(optimizer=kind, batch_size=batch, horizon=HORIZON, truncation=TRUNCATION)
-    net = build_from_config(config)
+    net = build_from_config(config).to(dev)
     meta_opt = torch.optim.Adam(net.parameters(), lr=config.meta_lr)
-    problem = task_problem(get_task("quadratic"))
-    weights = step_weights("uniform", HORIZON)
-    _unroll_and_step(net, meta_opt, problem, list(range(batch)), config, weights)  # warm-up
+    problem = task_problem(on_device(get_task("quadratic"), dev))
+    weights = step_weights("uniform", HORIZON).to(dev)
+    _unroll_and_step(net, meta_opt, problem, list(range(batch)), config, weights, HORIZON, 0)
+    _sync(dev)
     start = time.perf_counter()
     for it in range(1, iterations + 1):
         indices = list(range(it * batch, (it + 1) * batch))
-        _unroll_and_step(net, meta_opt, problem, indices, config, weights)
+        _unroll_and_step(net, meta_opt, problem, indices, config, weights, HORIZON, it)
+    _sync(dev)
     return iterations * batch * HORIZON / (time.perf_counter() - start)
 
 
-def gemm_gflops(rows: int, inner: int, cols: int, repeats: int = 7, calls: int = 200) -> float:
-    """fp32 ``(rows, inner) @ (inner, cols)`` on this thread: the best of ``repeats`` timings."""
-    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
-    out = torch.empty(rows, cols)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_gflops(
+    rows: int, inner: int, cols: int, repeats: int = 7, calls: int = 200, device: str = "cpu"
+) -> float:
+    """fp32 ``(rows, inner) @ (inner, cols)`` on this thread (or GPU): the best of ``repeats``."""
+    dev = torch.device(device)
+    a, b = torch.randn(rows, inner, device=dev), torch.randn(inner, cols, device=dev)
+    out = torch.empty(rows, cols, device=dev)
     for _ in range(calls):  # warm-up
         torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
+        _sync(dev)
         start = time.perf_counter()
         for _ in range(calls):
             torch.mm(a, b, out=out)
+        _sync(dev)
         best = min(best, time.perf_counter() - start)
     return 2 * rows * inner * cols * calls / best / 1e9
 
@@ -154,7 +171,7 @@ def watch():  # torch ops release the GIL, so this samples the resident set duri
 
 t = threading.Thread(target=watch)
 t.start()
-_unroll_and_step(net, opt, problem, list(range(cfg.batch_size)), cfg, w)
+_unroll_and_step(net, opt, problem, list(range(cfg.batch_size)), cfg, w, cfg.horizon, 0)
 done[0] = True
 t.join()
 print(max(peak[0], rss_mb()) - base)
@@ -172,10 +189,58 @@ def peak_mb(horizon: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def on_gpu(args: argparse.Namespace, dim: int, flops: int, hidden: int) -> list[dict]:
+    """Throughput and fraction of the GEMM rate on ``args.device`` per meta-batch size."""
+    device = resolve_device(args.device)
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    runs: list[dict] = []
+    batch = batches[-1] if batches else 128
+    while True:
+        todo = batches if not runs else [batch]
+        started = time.perf_counter()
+        try:
+            for b in todo:
+                speed = l2o_steps_per_s(b, args.iterations, device=args.device)
+                gemm = gemm_gflops(b * dim, 2 * hidden, 4 * hidden, device=str(device))
+                unroll = speed * dim * flops / 1e9
+                runs.append(
+                    {
+                        "batch": b,
+                        "optimizee_steps_per_s": round(speed, 1),
+                        "gemm_gflops": round(gemm, 2),
+                        "unroll_gflops": round(unroll, 2),
+                        "fraction_of_gemm": round(unroll / gemm, 4),
+                    }
+                )
+                share = unroll / gemm
+                print(f"{device}, B={b}: {speed:12,.0f} optimizee-steps/s, {share:.3f} of GEMM")
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if not runs:
+                raise
+            largest = runs[-1]["batch"]
+            print(f"{device}: B={todo[-1]} does not fit; the largest that ran is B={largest}")
+            runs[-1]["largest"] = True
+            return runs
+        # Instances are drawn on the CPU one by one: past a minute per size that dominates.
+        if not args.largest or time.perf_counter() - started > 60:
+            return runs
+        batch *= 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5, help="timed meta-iterations")
     parser.add_argument("--reference-instances", type=int, default=4)
+    parser.add_argument(
+        "--device", default="cpu", help="also time meta-training on this device (cuda, cuda:N)"
+    )
+    parser.add_argument(
+        "--batches", default="128,8192", help="meta-batch sizes to time on --device"
+    )
+    parser.add_argument(
+        "--largest", action="store_true", help="on a GPU: double B until memory runs out"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
@@ -192,6 +257,9 @@ def main() -> None:
     kinds.update({k: l2o_steps_per_s(BATCH, args.iterations, k) for k in ("mlp", "rnnprop")})
     reference = reference_steps_per_s(args.reference_instances)
     mem100, mem1000 = peak_mb(100), peak_mb(1000)
+    device_runs = []
+    if resolve_device(args.device).type != "cpu":
+        device_runs = on_gpu(args, dim, flops, hidden)
     print(f"l2o, B={BATCH}:            {ours:12,.0f} optimizee-steps/s")
     print(f"l2o, B=1:              {ours_b1:12,.0f} optimizee-steps/s")
     print(f"reference, one by one: {reference:12,.0f} optimizee-steps/s")
@@ -222,6 +290,7 @@ def main() -> None:
                 "peak_mb_T100": round(mem100, 2),
                 "peak_mb_T1000": round(mem1000, 2),
                 "kinds_steps_per_s": {k: round(v, 1) for k, v in kinds.items()},
+                **({"device": args.device, "device_runs": device_runs} if device_runs else {}),
             }
         )
     )
