@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import uuid
 import optuna
 import pytest
 
+import l2o.compare.storage as storage_module
 import l2o.compare.tuning as tuning
 from l2o.compare.storage import driver_url
 from l2o.compare.tuning import LIVE_MARK, tune
@@ -78,6 +80,40 @@ def test_two_processes_share_an_sqlite_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'tuning.db'}"
     # 6 trials, not 12: SQLite commits cost ~10 ms each here, and this runs in the fast suite.
     _assert_one_study(storage, 6, _two_processes(storage, 6))
+
+
+def _hang_in_child(storage: str, trials: int) -> None:
+    tuning.validation_loss = lambda *a, **k: time.sleep(3600)  # killed mid-trial
+    tune(get_task("quadratic"), "adam", 5, trials, instances=4, storage=storage)
+
+
+@pytest.mark.slow
+def test_the_trial_of_a_killed_process_is_made_up_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage_module, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(storage_module, "GRACE_PERIOD", 2)
+    storage = f"sqlite:///{tmp_path / 'tuning.db'}"
+    child = multiprocessing.get_context("fork").Process(target=_hang_in_child, args=(storage, 4))
+    child.start()
+    assert storage_module.wait_for(lambda: _running_trials(storage) == 1, timeout=60)
+    os.kill(child.pid, signal.SIGKILL)  # its trial stays RUNNING, its heartbeat stops
+    child.join()
+    tuned = tune(get_task("quadratic"), "adam", 5, 4, instances=4, storage=storage)
+    assert (tuned.trials, tuned.new_trials) == (4, 4)
+    study = optuna.load_study(study_name=tuned.study_name, storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 4 and states.count("FAIL") == 1
+
+
+def _running_trials(storage: str) -> int:
+    try:
+        summaries = optuna.get_all_study_summaries(storage)
+    except Exception:  # the child is still creating the tables
+        return 0
+    return sum(
+        t.state == optuna.trial.TrialState.RUNNING
+        for s in summaries
+        for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
+    )
 
 
 def test_running_trials_of_crashed_old_runs_are_ignored(tmp_path):

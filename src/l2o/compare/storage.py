@@ -64,7 +64,10 @@ def driver_url(url: str) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats for ``url`` (tables created once, even when racing)."""
+    """An RDB storage with heartbeats for ``url`` (tables created once, even when racing).
+
+    Reads :data:`HEARTBEAT_INTERVAL` and :data:`GRACE_PERIOD` at each call (tests shorten them).
+    """
     real = driver_url(url)
     kwargs = {"pool_pre_ping": True} if _is_postgres(real) else {}
     with _setup_lock(real), warnings.catch_warnings():

@@ -204,10 +204,12 @@ def tune(
             if on_trial is not None:
                 on_trial(base.name, _finished(study), trials)
 
-        new = _top_up(study, rdb, storage, trials, seed, run_trial, report)
+        while _finished(study) < trials:
+            new += _top_up(study, rdb, storage, trials, seed + new, run_trial, report)
+            # Other processes' last trials belong to the study too: choose from all of them.
+            # A dead process's trial fails when its heartbeat goes stale; then it is made up for.
+            wait_for(lambda: not _running(study), timeout=math.inf)
         log.info("tuned %s: %d new trial(s) in study %s", base.name, new, name)
-        # Other processes' last trials belong to the study too: choose from all of them.
-        wait_for(lambda: not _running(study), timeout=math.inf)
     if not base.search_space:  # nothing to tune: the defaults are the answer
         best: dict[str, Any] = {}
     else:
