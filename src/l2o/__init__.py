@@ -8,6 +8,7 @@ Example:
 
 from l2o import pretrained, tasks
 from l2o.config import TrainConfig, load_config
+from l2o.devices import on_device, resolve_device
 from l2o.errors import L2OError
 from l2o.meta import meta_train
 from l2o.nets import LSTMOptimizer, build_net
@@ -23,7 +24,9 @@ __all__ = [
     "load",
     "load_config",
     "meta_train",
+    "on_device",
     "pretrained",
+    "resolve_device",
     "save_optimizer",
     "tasks",
 ]
