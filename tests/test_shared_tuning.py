@@ -142,6 +142,12 @@ def test_postgres_without_a_driver_says_what_to_install(monkeypatch):
     assert "\n" not in str(info.value)
 
 
+def test_an_unreachable_server_is_one_line():
+    with pytest.raises(L2OError, match="cannot open the Optuna storage") as info:
+        tune(get_task("quadratic"), "sgd", 3, 1, 2, storage="postgresql://me@127.0.0.1:1/l2o")
+    assert "\n" not in str(info.value) and "Connection refused" in str(info.value)
+
+
 def test_bare_postgres_urls_get_an_installed_driver():
     assert driver_url("sqlite:///x.db") == "sqlite:///x.db"
     url = driver_url("postgresql://me@db/l2o")

@@ -165,10 +165,17 @@ def time_per_step(
         runner.run(family.sample(split, [0]), 2)  # warm-up
         for _ in range(max(1, repeats)):
             batch = family.sample(split, [0])
+            _sync_gpu()
             start = time.perf_counter()
             runner.run(batch, steps)
+            _sync_gpu()  # GPU kernels run asynchronously: time them to their end
             best = min(best, time.perf_counter() - start)
     return best * 1000.0 / steps
+
+
+def _sync_gpu() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def summarize(final: np.ndarray) -> dict[str, float | int | None]:

@@ -181,8 +181,8 @@ def tune(
         if isinstance(exc, L2OError):
             raise
         raise L2OError(
-            f"cannot open the Optuna storage {redact(storage)!r}: {exc}; give a valid --storage "
-            "URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
+            f"cannot open the Optuna storage {redact(storage)!r}: {_first_line(exc)}; give a "
+            "valid --storage URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
         ) from None
     new = 0
     if _finished(study) < trials:
@@ -291,6 +291,12 @@ def _running_with_heartbeat(trial: optuna.trial.FrozenTrial) -> bool:
 
 def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message, first line only (SQLAlchemy appends lines of its own)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def redact(url: str) -> str:
