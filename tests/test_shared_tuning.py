@@ -94,7 +94,8 @@ def test_the_trial_of_a_killed_process_is_made_up_for(tmp_path, monkeypatch):
     storage = f"sqlite:///{tmp_path / 'tuning.db'}"
     child = multiprocessing.get_context("fork").Process(target=_hang_in_child, args=(storage, 4))
     child.start()
-    assert storage_module.wait_for(lambda: _running_trials(storage) == 1, timeout=60)
+    # Generous: creating the tables takes seconds of fsyncs, far more on a busy disk.
+    assert storage_module.wait_for(lambda: _running_trials(storage) == 1, timeout=300)
     os.kill(child.pid, signal.SIGKILL)  # its trial stays RUNNING, its heartbeat stops
     child.join()
     tuned = tune(get_task("quadratic"), "adam", 5, 4, instances=4, storage=storage)

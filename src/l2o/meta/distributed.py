@@ -29,6 +29,7 @@ from l2o.errors import L2OError
 
 TIMEOUT_ENV = "L2O_WORKER_TIMEOUT"
 DEFAULT_TIMEOUT = 30.0  # seconds; see worker_timeout()
+STARTUP_TIMEOUT = 600.0  # seconds the ranks may start apart (the process group's own timeout)
 
 
 def rank_and_size() -> tuple[int, int]:
@@ -63,7 +64,7 @@ def init_from_env(backend: str = "gloo") -> None:
         if backend == "nccl":  # one GPU per process: this one's is cuda:LOCAL_RANK
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local % torch.cuda.device_count())
-        dist.init_process_group(backend, timeout=timedelta(seconds=worker_timeout()))
+        dist.init_process_group(backend, timeout=timedelta(seconds=STARTUP_TIMEOUT))
 
 
 def _collective_device() -> torch.device:
@@ -74,12 +75,18 @@ def _collective_device() -> torch.device:
 
 
 def _collective(op: Callable[[], Any]) -> None:
-    """Run one collective; a peer that died or timed out becomes a one-line error."""
+    """Run one collective (``op`` launches it with ``async_op=True``) and wait for it at most
+    :func:`worker_timeout` seconds; a peer that died or timed out becomes a one-line error.
+
+    The process group itself is created with :data:`STARTUP_TIMEOUT`: ranks may start far apart
+    (importing torch on a busy machine), but once running they answer within a window.
+    """
     from l2o.meta import watchdog
 
     watchdog.entered_collective()
     try:
-        op()
+        work = op()
+        work.wait(timedelta(seconds=worker_timeout()))
     except RuntimeError as exc:  # torch.distributed.DistError and its kin
         rank, size = rank_and_size()
         raise PeerLost(
@@ -112,7 +119,7 @@ def average_gradients(net: nn.Module, finite: bool) -> bool:
     )
     if not finite:
         flat[:-1] = 0.0
-    _collective(lambda: dist.all_reduce(flat))
+    _collective(lambda: dist.all_reduce(flat, async_op=True))
     size = dist.get_world_size()
     offset = 0
     for p in params:
@@ -127,13 +134,13 @@ def all_mean(value: float, weight: float = 1.0) -> float:
     if rank_and_size()[1] == 1:
         return value
     pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=_collective_device())
-    _collective(lambda: dist.all_reduce(pair))
+    _collective(lambda: dist.all_reduce(pair, async_op=True))
     return float(pair[0] / pair[1])
 
 
 def broadcast_weights(net: nn.Module) -> None:
     for p in net.parameters():
-        _collective(lambda p=p: dist.broadcast(p.data, src=0))
+        _collective(lambda p=p: dist.broadcast(p.data, src=0, async_op=True))
 
 
 def _free_port() -> int:

@@ -4,9 +4,12 @@
 and watches them:
 
 - a worker that **exits** with an error or a signal stops the others at once;
-- a worker that **hangs** is found by progress counters: every rank counts the collectives it has
-  entered (:func:`entered_collective`); when the counters differ and none has moved for
-  ``timeout`` seconds, the ranks behind are the hung ones (the others are waiting for them).
+- a worker that **hangs** is found two ways. A thread in every worker stamps the time each
+  second; a process that is stopped, or stuck in native code holding the GIL, stops stamping and
+  after ``timeout`` seconds of silence is the hung one (even inside a collective, where the
+  others wait too). A worker stuck in a Python loop of its own keeps stamping; for it, every rank
+  counts the collectives it has entered (:func:`entered_collective`): when the counts differ and
+  none has moved for ``timeout`` seconds, the ranks behind are the hung ones.
 
 Either way the error is one line naming the rank. Killing a worker is safe for the run folder:
 rank 0 writes every checkpoint to a temporary file and renames it into place.
@@ -58,12 +61,14 @@ def run_workers(
     """Run ``fn(*args)`` on ``size`` local ranks; raise :class:`L2OError` naming a failed rank."""
     ctx = multiprocessing.get_context("spawn")
     counters = ctx.Array("q", size, lock=False)  # no lock: each rank writes its own slot
+    beats = ctx.Array("d", size, lock=False)  # time.monotonic() of each rank's last sign of life
+    shared = (counters, beats)
     # One pipe per worker for its failure report (no semaphores for a killed worker to leak).
     pipes = [ctx.Pipe(duplex=False) for _ in range(size)]
     procs = [
         ctx.Process(
             target=_worker,
-            args=(rank, size, port, timeout, backend, counters, pipes[rank][1], fn, tuple(args)),
+            args=(rank, size, port, timeout, backend, shared, pipes[rank][1], fn, tuple(args)),
             name=f"l2o-worker-{rank}",
         )
         for rank in range(size)
@@ -71,7 +76,7 @@ def run_workers(
     for proc in procs:
         proc.start()
     try:
-        _watch(procs, counters, [receive for receive, _ in pipes], timeout)
+        _watch(procs, counters, beats, [receive for receive, _ in pipes], timeout)
     finally:
         for proc in procs:  # on success they are gone; on failure or Ctrl-C, stop them all
             if proc.is_alive():
@@ -82,6 +87,7 @@ def run_workers(
 def _watch(
     procs: list[multiprocessing.Process],
     counters: Any,
+    beats: Any,
     reports: list[Any],
     timeout: float,
 ) -> None:
@@ -100,6 +106,13 @@ def _watch(
             time.sleep(POLL)  # let the survivors' reports of a lost peer arrive too
             raise L2OError(_failure(procs, failed, _drain(reports), size))
         now, counts = time.monotonic(), list(counters)
+        silent = [rank for rank, beat in enumerate(beats) if beat and now - beat > timeout]
+        if silent:
+            who = ", ".join(map(str, silent))
+            raise L2OError(
+                f"worker {who} of {size} hung: no sign of life for {timeout:.0f} s; all workers "
+                "were stopped, the last checkpoint is intact (continue with --resume)"
+            )
         if counts != last:
             last, moved = counts, now
         elif len(set(counts)) > 1 and now - moved > timeout:
@@ -123,6 +136,8 @@ def _failure(
     causes = [r for r in failed if by_rank.get(r, ("", ""))[0] != "peer"] or failed
     rank = causes[0]
     code = procs[rank].exitcode or 0
+    if by_rank.get(rank, ("", ""))[0] == "peer":
+        return by_rank[rank][1]  # nobody else said why: the survivor's own account
     if rank in by_rank:
         what = f"failed: {by_rank[rank][1]}"
     elif code < 0:
@@ -150,13 +165,13 @@ def _worker(
     port: int,
     timeout: float,
     backend: str,
-    counters: Any,
+    shared: tuple[Any, Any],
     reports: Any,
     fn: Callable[..., Any],
     args: tuple,
 ) -> None:
     global _counters, _rank
-    _die_with_parent()
+    _die_with_parent(rank)
     import threading
 
     import torch.distributed as dist
@@ -166,9 +181,10 @@ def _worker(
     # Python warn about at exit); rank 0 alone draws a bar, a thread lock is all it needs.
     tqdm.set_lock(threading.RLock())
 
-    from l2o.meta.distributed import PeerLost
+    from l2o.meta.distributed import STARTUP_TIMEOUT, TIMEOUT_ENV, PeerLost
 
-    _counters, _rank = counters, rank
+    _counters, _rank = shared[0], rank
+    _start_beating(shared[1], rank)
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -182,8 +198,9 @@ def _worker(
 
             torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(
-            backend, rank=rank, world_size=size, timeout=timedelta(seconds=timeout + GLOO_EXTRA)
+            backend, rank=rank, world_size=size, timeout=timedelta(seconds=STARTUP_TIMEOUT)
         )
+        os.environ[TIMEOUT_ENV] = str(timeout + GLOO_EXTRA)  # each collective's own limit
         try:
             fn(*args)
         finally:
@@ -201,8 +218,22 @@ def _worker(
         sys.exit(1)
 
 
-def _die_with_parent() -> None:
-    """Linux: receive SIGKILL when the launching process dies, so no worker is orphaned."""
+def _start_beating(beats: Any, rank: int) -> None:
+    """Stamp ``beats[rank]`` every second from a daemon thread (stops when the process does)."""
+    import threading
+
+    def beat() -> None:
+        while True:
+            beats[rank] = time.monotonic()  # CLOCK_MONOTONIC: one clock for all processes
+            time.sleep(1.0)
+
+    threading.Thread(target=beat, name="l2o-sign-of-life", daemon=True).start()
+
+
+def _die_with_parent(rank: int) -> None:
+    """Linux: receive SIGKILL when the launching process dies, so no worker is orphaned; and
+    name the process ``l2o-rank-N`` (what ``ps`` and ``top`` show)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(15, f"l2o-rank-{rank}".encode()[:15], 0, 0, 0)  # PR_SET_NAME
