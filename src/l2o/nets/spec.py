@@ -161,6 +161,7 @@ class _Kind:
     build: Callable[[NetSpec, int | None], nn.Module]
     keys: tuple[str, ...]
     defaults: Mapping[str, Any]
+    description: str
 
 
 _KINDS: dict[str, _Kind] = {}
@@ -177,6 +178,7 @@ def register_net(
     build: Callable[[NetSpec, int | None], nn.Module],
     keys: tuple[str, ...] = ("hidden_size", "layers", "output_scale", "preprocess", "preprocess_p"),
     defaults: Mapping[str, Any] | None = None,
+    description: str = "",
 ) -> None:
     """Make a kind buildable and loadable by name.
 
@@ -185,15 +187,22 @@ def register_net(
         build: ``build(spec, seed)`` → a network (an :class:`l2o.nets.base.OptimizerNet`).
         keys: the spec keys this kind reads (saved with its weights).
         defaults: the kind's own values for keys left unset (``hidden_size``, ``preprocess``...).
+        description: one line for ``l2o list``.
     """
     unknown = sorted((set(keys) | set(defaults or {})) - set(NET_KEYS))
     if unknown:
         raise L2OError(f"register_net({name!r}): unknown spec key(s) {', '.join(unknown)}")
-    _KINDS[name] = _Kind(build, tuple(k for k in keys if k != "optimizer"), dict(defaults or {}))
+    keys = tuple(k for k in keys if k != "optimizer")
+    _KINDS[name] = _Kind(build, keys, dict(defaults or {}), description)
 
 
 def net_names() -> list[str]:
     return sorted(_KINDS)
+
+
+def describe_nets() -> dict[str, str]:
+    """Kind → one-line description (for ``l2o list``)."""
+    return {name: _KINDS[name].description for name in net_names()}
 
 
 def build_net(spec: NetSpec | Mapping[str, Any], seed: int | None = None) -> nn.Module:
