@@ -85,6 +85,32 @@ def compare_summary(folder: Path) -> dict[str, Any]:
     }
 
 
+def suite_summary(folder: Path) -> list[dict[str, Any]]:
+    """One row per setting of an ``l2o compare --generalization`` folder, with tuned Adam's too."""
+    rows = []
+    for entry in json.loads((folder / "generalization.json").read_text()):
+        results = folder / "generalization" / entry["setting"] / "results.json"
+        adam = None
+        if results.is_file():
+            stats = json.loads(results.read_text())["optimizers"].get("adam", {})
+            adam = stats.get("final_loss_median")
+        learned = entry["learned_median"]
+        rows.append(
+            {
+                "setting": entry["setting"],
+                "steps": entry["steps"],
+                "learned_median": learned,
+                "diverged": entry.get("learned_diverged", 0),
+                "best_baseline": entry["best_baseline"],
+                "best_baseline_median": entry["best_baseline_median"],
+                "ratio_to_best": entry["ratio"],
+                "adam_median": adam,
+                "ratio_to_adam": learned / adam if adam and learned is not None else None,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
@@ -100,6 +126,15 @@ def main() -> None:
         metavar=("DIR", "COMMAND"),
         help="another l2o compare folder (e.g. at other steps) and its command, recorded too",
     )
+    parser.add_argument(
+        "--suite",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("DIR", "COMMAND"),
+        help="an l2o compare --generalization folder and its command: a table in the card",
+    )
+    parser.add_argument("--summary", default="", help="the line `l2o list` prints (optional)")
     parser.add_argument("--note", default="", help="anything a user of it should know")
     args = parser.parse_args()
     run: Path = args.run
@@ -138,6 +173,13 @@ def main() -> None:
             {"command": command, **compare_summary(Path(folder))}
             for folder, command in args.also_compare
         ]
+    if args.suite:
+        card["generalization"] = [
+            {"command": command, "settings": suite_summary(Path(folder))}
+            for folder, command in args.suite
+        ]
+    if args.summary:
+        card["summary"] = args.summary
     if args.note:
         card["note"] = args.note
     path = PRETRAINED / f"{args.name}.card.json"
