@@ -45,11 +45,11 @@ def l2o_steps_per_s(batch: int, iterations: int, kind: str = "lstm") -> float:
     meta_opt = torch.optim.Adam(net.parameters(), lr=config.meta_lr)
     problem = task_problem(get_task("quadratic"))
     weights = step_weights("uniform", HORIZON)
-    _unroll_and_step(net, meta_opt, problem, list(range(batch)), config, weights)  # warm-up
+    _unroll_and_step(net, meta_opt, problem, list(range(batch)), config, weights, HORIZON, 0)
     start = time.perf_counter()
     for it in range(1, iterations + 1):
         indices = list(range(it * batch, (it + 1) * batch))
-        _unroll_and_step(net, meta_opt, problem, indices, config, weights)
+        _unroll_and_step(net, meta_opt, problem, indices, config, weights, HORIZON, it)
     return iterations * batch * HORIZON / (time.perf_counter() - start)
 
 
@@ -123,7 +123,7 @@ def watch():  # torch ops release the GIL, so this samples the resident set duri
 
 t = threading.Thread(target=watch)
 t.start()
-_unroll_and_step(net, opt, problem, list(range(cfg.batch_size)), cfg, w)
+_unroll_and_step(net, opt, problem, list(range(cfg.batch_size)), cfg, w, cfg.horizon, 0)
 done[0] = True
 t.join()
 print(max(peak[0], rss_mb()) - base)
