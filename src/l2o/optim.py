@@ -177,8 +177,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         states = [self.state[p] for p in params]
         joined = self._joined_state((index, device), params, states, keys)
         layout = tuple(tuple(_real(p).shape) for p in params)
+        extra = {}
+        if net.needs_params:  # a relative step reads each tensor's scale
+            flat = [_real(p).detach().reshape(-1).to(torch.float32) for p in params]
+            extra["params"] = (flat[0] if len(flat) == 1 else torch.cat(flat)).unsqueeze(0)
         update, new_state = net.step(
-            grad.unsqueeze(0), joined, layout, int(states[0]["step"]), float(group["lr"])
+            grad.unsqueeze(0), joined, layout, int(states[0]["step"]), float(group["lr"]), **extra
         )
         sizes = [_real(p).numel() for p in params]
         # The new state of each parameter is a view of the group's new state: no copy, and the

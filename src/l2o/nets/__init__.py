@@ -56,6 +56,7 @@ register_net(
         "step_alpha",
         "nominal",
         "update_norm",
+        "param_scale",
         "skip_zero_grad",
     ),
     defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},

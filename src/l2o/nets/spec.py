@@ -44,6 +44,7 @@ class NetSpec:
     step_alpha: float = 1.0  # update = lr·d·exp(step_alpha·m), capped at e⁵: m = log-magnitude
     nominal: bool = False  # add the learned step to Adam's direction (STAR): never worse than Adam
     update_norm: bool = False  # divide each tensor's update by its RMS (Celo2)
+    param_scale: bool = False  # × max(1e-3, RMS of the tensor's parameters): a relative step
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -74,7 +75,7 @@ class NetSpec:
         _positive(self, "logit_scale")
         _number(self, "step_alpha")
         _number(self, "trim")
-        for key in ("nominal", "update_norm", "skip_zero_grad"):
+        for key in ("nominal", "update_norm", "param_scale", "skip_zero_grad"):
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.preprocess not in FEATURE_SETS:
