@@ -6,7 +6,6 @@ baseline ``NAME[:key=value,...]``; :func:`resolve_optimizer` turns one into a :c
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from abc import ABC, abstractmethod
@@ -22,7 +21,8 @@ from torch import Tensor, nn
 from l2o.baselines import BASELINES, Baseline, parse_baseline
 from l2o.errors import L2OError
 from l2o.meta.unroll import run_learned, task_observer
-from l2o.serialization import atomic_write_text, load
+from l2o.records import CURVE_FIELDS, CURVES_FILE, RESULTS_FILE, write_csv, write_results
+from l2o.serialization import load
 from l2o.tasks import TaskBatch, TaskFamily
 
 
@@ -214,11 +214,15 @@ def write_evaluation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = results_dict(evaluation, extra)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    lines = ["optimizer,instance,step,loss"]
-    for name, curve in evaluation.curves.items():
+    results = write_results(out / RESULTS_FILE, results)
+    write_csv(out / CURVES_FILE, CURVE_FIELDS, curve_rows(evaluation.curves), digits=8)
+    return results
+
+
+def curve_rows(curves: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """Long-format rows (optimizer, instance, step, loss) of ``(steps + 1, instances)`` curves."""
+    for name, curve in curves.items():
         steps, instances = curve.shape
         for i in range(instances):
-            lines.extend(f"{name},{i},{t},{curve[t, i]:.8g}" for t in range(steps))
-    atomic_write_text(out / "curves.csv", "\n".join(lines) + "\n")
-    return results
+            for t in range(steps):
+                yield {"optimizer": name, "instance": i, "step": t, "loss": float(curve[t, i])}

@@ -38,6 +38,7 @@ from l2o.compare.plots import replot
 from l2o.config import apply_overrides
 from l2o.errors import L2OError
 from l2o.evaluate import Runner, resolve_optimizer
+from l2o.records import fmt_number as _num
 from l2o.tasks import get_task
 
 
@@ -237,7 +238,3 @@ def _quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.4g}"

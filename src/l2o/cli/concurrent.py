@@ -14,6 +14,7 @@ from pathlib import Path
 from l2o.cli.common import add_common, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.records import fmt_number as _num
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,12 +73,9 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{lbl}: {x:.3f}" for lbl, x in zip(labels, lam))
         )
     for name, stats in results["optimizers"].items():
-        value = stats["final_loss_mean"]
-        text = "diverged" if value is None else f"{value:.4g}"
-        say(f"{name:>14}: clean test loss mean {text} (median {_num(stats['final_loss_median'])})")
+        say(
+            f"{name:>14}: clean test loss mean {_num(stats['final_loss_mean'])} "
+            f"(median {_num(stats['final_loss_median'])})"
+        )
     say(f"wrote {out}/results.json, lambdas.csv, lambdas.png, optimizer.safetensors, curves.csv")
     return 0
-
-
-def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.4g}"

@@ -12,6 +12,7 @@ from l2o.cli.common import add_common, add_key_values, say
 from l2o.config import apply_overrides
 from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
+from l2o.records import fmt_number as _num
 from l2o.tasks import get_task
 
 
@@ -56,7 +57,3 @@ def run(args: argparse.Namespace) -> int:
         )
     say(f"wrote {out}/results.json, curves.csv")
     return 0
-
-
-def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.4g}"

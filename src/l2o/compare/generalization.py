@@ -28,7 +28,7 @@ from typing import Any
 
 from l2o.compare.comparison import best_baseline
 from l2o.errors import L2OError
-from l2o.serialization import atomic_write_text
+from l2o.records import atomic_write_text, fmt_number, read_json_object
 
 
 @dataclass(frozen=True)
@@ -194,12 +194,14 @@ def read_rows(out: str | Path, settings: Sequence[Setting]) -> list[dict[str, An
         path = Path(out) / "generalization" / setting.name / "results.json"
         if not path.is_file():
             raise L2OError(f"{path} does not exist; run the generalisation study without --replot")
-        rows.append(table_row(setting, json.loads(path.read_text())))
+        rows.append(
+            table_row(setting, read_json_object(path, "an l2o results file", ["optimizers"]))
+        )
     return rows
 
 
 def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3g}"
+    return fmt_number(x, digits=3)
 
 
 def _ratio(x: float | None) -> str:

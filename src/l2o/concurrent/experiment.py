@@ -31,14 +31,15 @@ from torch import Tensor
 
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
-from l2o.concurrent.plots import LAMBDA_FIELDS, plot_lambdas
+from l2o.concurrent.plots import plot_lambdas
 from l2o.concurrent.problem import SLOT_MODES, ConcurrentProblem
 from l2o.config import TrainConfig, apply_overrides, config_from_dict, read_toml
 from l2o.errors import L2OError
 from l2o.evaluate import Evaluation, write_evaluation
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
-from l2o.serialization import atomic_write_text, save_optimizer
+from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, atomic_write_text, write_csv
+from l2o.serialization import save_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -309,17 +310,7 @@ class LambdaRecorder:
 
 
 def write_lambdas(out: Path, rows: list[dict[str, Any]]) -> None:
-    lines = [",".join(LAMBDA_FIELDS)]
-    for r in rows:
-        lines.append(",".join(_csv(r[k]) for k in LAMBDA_FIELDS))
-    atomic_write_text(out / "lambdas.csv", "\n".join(lines) + "\n")
-
-
-def _csv(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    text = str(v)
-    return f'"{text}"' if "," in text else text
+    write_csv(out / LAMBDAS_FILE, LAMBDA_FIELDS, rows, digits=6)
 
 
 def _slots(cset: ConcurrentSet, problem: ConcurrentProblem, mode: str) -> list[dict[str, Any]]:

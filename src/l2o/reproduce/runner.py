@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from l2o.errors import L2OError
+from l2o.records import atomic_write_text, read_json
 from l2o.reproduce.plan import Step
-from l2o.serialization import atomic_write_text
 
 DONE_FILE = "step.json"  # written last: its presence means the step finished
 
@@ -28,8 +28,12 @@ def finished(out: Path, step: Step) -> dict | None:
     path = step_dir(out, step) / DONE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("command") == command_line(step, out) else None
+    record = read_json(path, "a step record")
+    return (
+        record
+        if isinstance(record, dict) and record.get("command") == command_line(step, out)
+        else None
+    )
 
 
 def run_steps(
