@@ -125,7 +125,7 @@ def corrupt_file(tmp_path):
         (["evaluate", "{foreign}", "quadratic"], "not an l2o optimizer"),
         (["evaluate", "{corrupt}", "quadratic"], "not a readable safetensors"),
         (["evaluate", "adam", "quadratic", "--steps", "0"], "steps and instances must be >= 1"),
-        (["train", "quadratic", "--resume", "--out", "{tmp}/missing-run"], "no checkpoint"),
+        (["train", "quadratic", "--resume", "--out", "{tmp}/missing-run"], "nothing to resume"),
         (["train"], "required"),
         (["evaluate", "adam", "quadratic", "--steps", "x"], "invalid int value"),
     ],

@@ -87,6 +87,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = temp_path(path)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) recreate the file
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

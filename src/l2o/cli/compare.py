@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.compare.comparison import (
     DEFAULT_BASELINES,
     Outcome,
     best_baseline,
+    check_baselines,
     compare,
     default_storage,
     write_outcome,
@@ -39,6 +40,7 @@ from l2o.config import apply_overrides
 from l2o.errors import L2OError
 from l2o.evaluate import Runner, resolve_optimizer
 from l2o.records import fmt_number as _num
+from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
 
@@ -103,7 +105,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=1, help="torch threads (default 1; 2 cores are shared)"
     )
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(
+        run=run,
+        on_interrupt="rerun the same command to continue (finished trials are kept in tuning.db)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,11 +127,27 @@ def run(args: argparse.Namespace) -> int:
     options = apply_overrides({}, args.task_options)
     family = get_task(args.task, options)  # validates the task before anything runs
     learned = resolve_optimizer(args.optimizer)
-    storage = args.storage or default_storage(out)
-    baselines = [b for b in args.baselines.split(",") if b.strip()]
+    baselines = check_baselines(learned, args.baselines.split(","))
     seed = 0 if args.seed is None else args.seed
-    started = time.perf_counter()
+    with open_run(out, "compare", force=args.force) as run_folder:
+        storage = args.storage or default_storage(out)
+        _compare_all(args, family, options, learned, baselines, settings, out, storage, seed)
+        run_folder.finish()
+    return 0
 
+
+def _compare_all(
+    args: argparse.Namespace,
+    family: Any,
+    options: dict[str, Any],
+    learned: Runner,
+    baselines: list[str],
+    settings: list[Setting],
+    out: Path,
+    storage: str,
+    seed: int,
+) -> None:
+    started = time.perf_counter()
     outcome = _compare(args, family, learned, baselines, args.steps, out, storage, seed)
     _report(outcome, write_outcome(out, outcome), out)
 
@@ -144,7 +166,6 @@ def run(args: argparse.Namespace) -> int:
         say(table.read_text().rstrip())
         say(f"wrote {table} and generalization.json")
     say(f"done in {time.perf_counter() - started:.0f} s")
-    return 0
 
 
 def _compare(

@@ -11,10 +11,11 @@ import argparse
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import load_concurrent_config, run_experiment
 from l2o.records import fmt_number as _num
+from l2o.runfolder import open_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or initializer option (options.levels=[0.01,0.5])",
     )
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(run=run, on_interrupt="rerun the same command to start it over")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix({"meta_loss": f"{row['meta_loss']:.4g}"}, refresh=False)  # type: ignore[attr-defined]
         bar.update(0)  # type: ignore[attr-defined]
 
-    results = run_experiment(config, out, on_progress)
-    for bar in bars.values():
-        bar.close()  # type: ignore[attr-defined]
+    with open_run(out, "concurrent", force=args.force) as folder:
+        try:
+            results = run_experiment(config, out, on_progress)
+        finally:
+            for bar in bars.values():
+                bar.close()  # type: ignore[attr-defined]
+        folder.finish()
     lam = results.get("lambda_final")
     if lam is not None:
         where = (

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from l2o.cli.common import add_common, add_key_values, say
+from l2o.cli.common import add_common, add_force, add_key_values, say
 from l2o.config import apply_overrides
 from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
 from l2o.records import fmt_number as _num
+from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
 
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(run=run, on_interrupt="rerun the same command")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
     for spec, r in zip(args.optimizer, runners):
         if names.count(r.name) > 1:  # e.g. a learning-rate grid: name each by its spec
             r.name = spec
-    result = evaluate(family, runners, steps=args.steps, instances=args.instances)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(names))[:60]
     out = args.out or Path("runs") / f"evaluate-{args.task}-{slug}"
-    results = write_evaluation(out, result)
+    with open_run(out, "evaluate", force=args.force) as folder:
+        result = evaluate(family, runners, steps=args.steps, instances=args.instances)
+        results = write_evaluation(out, result)
+        folder.finish()
     for name, stats in results["optimizers"].items():
         say(
             f"{name:>16}: final loss mean {_num(stats['final_loss_mean'])}, median "

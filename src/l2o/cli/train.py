@@ -6,10 +6,11 @@ import argparse
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
+from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
 
@@ -29,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(torch.distributed, gloo); batch_size must be a multiple",
     )
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(
+        run=run, on_interrupt="continue with the same command and --resume (OUT/checkpoint)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,20 +43,17 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     get_task(config.task, config.task_options)  # fail early on a bad task or options
     out = args.out or Path("runs") / config.task
-    if not args.resume and (out / "checkpoint").exists():
+    if args.workers > 1 and config.batch_size % args.workers:
         raise L2OError(
-            f"{out} already holds a training run; pass --resume to continue it "
-            "or choose another --out"
+            f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
         )
-    if args.workers > 1:
-        if config.batch_size % args.workers:
-            raise L2OError(
-                f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
-            )
-        distributed.spawn(args.workers, train_and_report, config, out, args.resume)
-    else:
-        distributed.init_from_env()  # a torchrun launch joins its process group here
-        train_and_report(config, out, args.resume)
+    with open_run(out, "train", resume=args.resume, force=args.force) as folder:
+        if args.workers > 1:
+            distributed.spawn(args.workers, train_and_report, config, out, folder.resume)
+        else:
+            distributed.init_from_env()  # a torchrun launch joins its process group here
+            train_and_report(config, out, folder.resume)
+        folder.finish()
     return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o import interrupts
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
 from l2o.concurrent.plots import plot_lambdas
@@ -212,6 +213,7 @@ def run_experiment(
                 },
             )
 
+    interrupts.stop_if_requested("stopped after training; nothing is resumed")
     adam_lr = None
     if "adam" in config.references:
         if progress is not None:

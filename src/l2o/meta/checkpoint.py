@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from l2o import interrupts
 from l2o.errors import L2OError
 from l2o.serialization import save_tensors_atomic
 
@@ -71,6 +72,24 @@ def save_checkpoint(
     path = checkpoint_path(run_dir)
     save_tensors_atomic(path, tensors, {"format": FORMAT, "state": json.dumps(meta)})
     return path
+
+
+def stop_if_interrupted(
+    run_dir: Path | None,
+    net: nn.Module,
+    meta_opt: torch.optim.Optimizer,
+    training: TrainingState,
+    config: dict[str, Any],
+    saved: bool,
+) -> None:
+    """After a meta-iteration: on a pending Ctrl-C/SIGTERM, checkpoint (unless just done) and
+    raise :class:`l2o.interrupts.Interrupted` saying what was kept."""
+    if interrupts.pending() is None:
+        return
+    if run_dir is not None and not saved:
+        save_checkpoint(run_dir, net, meta_opt, training, config)
+    kept = f"checkpoint written to {run_dir / CHECKPOINT_DIR}" if run_dir else "nothing written"
+    interrupts.stop_if_requested(f"stopped after meta-iteration {training.iteration}; {kept}")
 
 
 def load_checkpoint(

@@ -22,10 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from l2o import interrupts
 from l2o.config import TrainConfig
 from l2o.errors import L2OError
 from l2o.meta import distributed
-from l2o.meta.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from l2o.meta.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+    stop_if_interrupted,
+)
 from l2o.meta.horizons import HorizonSchedule
 from l2o.meta.pes import pes_unroll_and_step
 from l2o.meta.unroll import (
@@ -98,6 +104,7 @@ def build_from_config(config: TrainConfig) -> nn.Module:
     return build_net(config.net, seed=config.seed)
 
 
+@interrupts.safe_points()  # Ctrl-C/SIGTERM stop after an iteration, with a checkpoint
 def meta_train(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -195,6 +202,7 @@ def meta_train(
             "wall_time": training.elapsed,
         }
         history.rows.append(row)
+        saved = False
         if writer is not None:
             append_metrics(writer, row)
             if (
@@ -202,8 +210,10 @@ def meta_train(
                 or training.iteration == config.iterations
             ):
                 save_checkpoint(writer, net, meta_opt, training, config.to_dict())
+                saved = True
         if callback is not None and rank == 0:  # also without out_dir (in-memory runs)
             callback(row)
+        stop_if_interrupted(writer, net, meta_opt, training, config.to_dict(), saved)
     history.best_val, history.best_iteration = training.best_val, training.best_iteration
     history.skipped = training.skipped
     if training.best_iteration >= 0:

@@ -41,13 +41,16 @@ def run_steps(
     out: Path,
     force: bool = False,
     on_step: Callable[[Step, str], None] | None = None,
+    execute: Callable[[list[str]], int] | None = None,
 ) -> dict[str, dict]:
     """Run every step not already finished; return each step's record (command, wall time).
 
     A step whose folder exists without a finished record (an interrupted run) is started over;
-    ``force`` reruns everything.
+    ``force`` reruns everything. ``execute(argv)`` runs one ``l2o`` command line and returns
+    its exit status (the CLI passes its own dispatcher: the library never imports the CLI).
     """
-    from l2o.cli.main import build_parser
+    if execute is None:
+        raise L2OError("run_steps needs execute(argv), the function that runs an l2o command")
 
     records: dict[str, dict] = {}
     for step in steps:
@@ -64,9 +67,8 @@ def run_steps(
             on_step(step, "running")
         argv = command_line(step, out)
         start = time.perf_counter()
-        args = build_parser().parse_args(argv)
         try:
-            status = args.run(args)
+            status = execute(argv)
         except L2OError as exc:
             raise L2OError(f"step {step.name} (l2o {' '.join(argv)}): {exc}") from None
         if status:
