@@ -124,7 +124,7 @@ def corrupt_file(tmp_path):
         (["evaluate", "adam:beta=3", "quadratic"], "unknown hyperparameter"),
         (["evaluate", "{foreign}", "quadratic"], "not an l2o optimizer"),
         (["evaluate", "{corrupt}", "quadratic"], "not a readable safetensors"),
-        (["evaluate", "adam", "quadratic", "--steps", "0"], "steps and instances must be >= 1"),
+        (["evaluate", "adam", "quadratic", "--steps", "0"], "--steps must be >= 1"),
         (["train", "quadratic", "--resume", "--out", "{tmp}/missing-run"], "nothing to resume"),
         (["train"], "required"),
         (["evaluate", "adam", "quadratic", "--steps", "x"], "invalid int value"),

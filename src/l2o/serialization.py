@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from l2o import checks
 from l2o.errors import L2OError
 from l2o.records import atomic_write_text, write_atomic
 
@@ -43,6 +44,8 @@ def save_optimizer(
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / WEIGHTS_FILE
+    if not checks.all_finite(net.state_dict().values()):
+        raise L2OError(f"refusing to save non-finite (NaN or inf) weights to {path}")
     arch = net.arch_config()
     info = {"architecture": arch, **(dict(extra) if extra else {})}
     save_tensors_atomic(path, net.state_dict(), {"format": FORMAT, "config": json.dumps(info)})
@@ -68,6 +71,8 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             f"{path} is not a readable safetensors file ({exc}); "
             "re-save it with l2o or point to another file"
         ) from None
+    if not checks.all_finite(tensors.values()):
+        raise L2OError(f"{path} holds non-finite (NaN or inf) weights; it cannot be used")
     if metadata.get("format") != FORMAT:
         raise L2OError(
             f"{path} is a safetensors file but not an l2o optimizer "

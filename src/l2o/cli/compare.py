@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from l2o import checks
 from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.compare.comparison import (
     DEFAULT_BASELINES,
@@ -119,9 +120,11 @@ def run(args: argparse.Namespace) -> int:
         return _replot(out, settings)
     if not args.optimizer:
         raise L2OError("--optimizer is required (a run folder, pretrained name or baseline)")
-    for flag in ("steps", "instances", "trials", "tune_instances", "threads"):
-        if getattr(args, flag) < 1:
-            raise L2OError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("steps", "instances", "trials", "tune_instances"):
+        checks.integer(f"--{flag.replace('_', '-')}", getattr(args, flag), 1, checks.MAX_SIZE)
+    checks.threads("--threads", args.threads)
+    if args.seed is not None:
+        checks.seed("--seed", args.seed)
     torch.set_num_threads(args.threads)
     _quiet_optuna()
     options = apply_overrides({}, args.task_options)

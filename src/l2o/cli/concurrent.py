@@ -11,9 +11,11 @@ import argparse
 import math
 from pathlib import Path
 
+import torch
+
 from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
-from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.concurrent.experiment import check_experiment, load_concurrent_config, run_experiment
 from l2o.records import fmt_number as _num
 from l2o.runfolder import open_run
 
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         args.config, args.overrides, args.initializer, args.task, args.combiner, args.seed
     )
     out = args.out or Path("runs") / f"concurrent-{config.initializer}-{config.combiner}"
+    check_experiment(config)  # bad options fail before --out is touched
+    torch.set_num_threads(config.train.threads)
     bars: dict[str, object] = {}
 
     def on_progress(stage: str, done: int, total: int, row: dict[str, float]) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from l2o import checks
 from l2o.cli.common import add_common, add_force, add_key_values, say
 from l2o.config import apply_overrides
-from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
 from l2o.records import fmt_number as _num
 from l2o.runfolder import open_run
@@ -37,8 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise L2OError(f"--threads must be >= 1, got {args.threads}")
+    checks.threads("--threads", args.threads)
+    checks.integer("--steps", args.steps, 1, checks.MAX_SIZE)
+    checks.integer("--instances", args.instances, 1, checks.MAX_SIZE)
+    if args.seed is not None:
+        checks.seed("--seed", args.seed)
     torch.set_num_threads(args.threads)
     options = apply_overrides({}, args.task_options)
     family = get_task(args.task, options)

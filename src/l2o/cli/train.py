@@ -6,6 +6,9 @@ import argparse
 import math
 from pathlib import Path
 
+import torch
+
+from l2o import checks
 from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
@@ -37,6 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.integer("--workers", args.workers, 1, checks.max_threads())
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "task" and value.strip().strip("\"'") != args.task:
+            raise L2OError(
+                f"--set {item} contradicts the task argument {args.task!r}; "
+                "give the task once, as the argument"
+            )
     overrides = [f"task={args.task!r}".replace("'", '"'), *args.overrides]
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -59,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def train_and_report(config: TrainConfig, out: Path, resume: bool) -> None:
     """Meta-train with a progress bar and a summary (on rank 0 of a distributed run)."""
+    torch.set_num_threads(config.threads)  # here, in every worker process: an entry point
     rank, _ = distributed.rank_and_size()
     bar = progress(config.iterations, f"train {config.task}", disable=rank != 0)
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from l2o import interrupts
+from l2o import checks, interrupts
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
 from l2o.concurrent.plots import plot_lambdas
@@ -64,17 +64,20 @@ class ConcurrentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping):
+            raise L2OError(f"options must be a table of initializer options, got {self.options!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise L2OError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         object.__setattr__(self, "options", dict(self.options))
-        object.__setattr__(self, "references", tuple(self.references))
-        object.__setattr__(self, "adam_lrs", tuple(float(x) for x in self.adam_lrs))
+        checks.fields(self, {"clean_slot": (-1, 1000), "eval_instances": (1, checks.MAX_SIZE)})
+        refs = checks.names("references", self.references, REFERENCES) if self.references else ()
+        object.__setattr__(self, "references", refs)
+        lrs = self.adam_lrs if isinstance(self.adam_lrs, (list, tuple)) else [self.adam_lrs]
+        lrs = tuple(checks.number("adam_lrs", x, 0, low_open=True) for x in lrs)
+        object.__setattr__(self, "adam_lrs", lrs)
         default_task(self.initializer)  # validates the name
         if self.combiner not in COMBINERS:
             raise L2OError(f"unknown combiner {self.combiner!r}; known: {', '.join(COMBINERS)}")
-        unknown = [r for r in self.references if r not in REFERENCES]
-        if unknown:
-            raise L2OError(
-                f"unknown reference(s) {', '.join(unknown)}; known: {', '.join(REFERENCES)}"
-            )
         if self.slot_mode not in (*SLOT_MODES, "auto"):
             raise L2OError(f"slot_mode must be fixed, shuffle or auto, got {self.slot_mode!r}")
         if not self.logit_scale > 0:
@@ -129,6 +132,10 @@ def load_concurrent_config(
     if combiner is not None:
         values["combiner"] = combiner
     if task is not None:
+        if values.get("task", task) != task:
+            raise L2OError(
+                f"task={values['task']!r} contradicts --task {task!r}; give the task once"
+            )
         values["task"] = task
     if seed is not None:
         values["seed"] = seed
@@ -139,6 +146,22 @@ def load_concurrent_config(
         return ConcurrentConfig(**own, train=config_from_dict(rest))
     except TypeError as exc:
         raise L2OError(f"invalid concurrent config: {exc}") from None
+
+
+def check_experiment(config: ConcurrentConfig) -> ConcurrentSet:
+    """Build the experiment's optimizee set, refusing what cannot run (before anything runs)."""
+    train = config.train
+    cset = build_set(config.initializer, train.task, train.task_options, config.options)
+    if config.combiner == "oracle" and cset.clean is None:
+        raise L2OError(
+            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
+            "pick another combiner"
+        )
+    if config.clean_slot >= cset.k:
+        raise L2OError(
+            f"clean_slot must be -1 (random) or a slot in 0..{cset.k - 1}, got {config.clean_slot}"
+        )
+    return cset
 
 
 Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, row)
@@ -153,14 +176,8 @@ def run_experiment(
 
     Returns the ``results.json`` dictionary.
     """
-    torch.set_num_threads(config.train.threads)
     train = config.train
-    cset = build_set(config.initializer, train.task, train.task_options, config.options)
-    if config.combiner == "oracle" and cset.clean is None:
-        raise L2OError(
-            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
-            "pick another combiner"
-        )
+    cset = check_experiment(config)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

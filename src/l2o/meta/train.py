@@ -32,6 +32,7 @@ from l2o.meta.checkpoint import (
     save_checkpoint,
     stop_if_interrupted,
 )
+from l2o.meta.health import check_iteration
 from l2o.meta.horizons import HorizonSchedule
 from l2o.meta.pes import pes_unroll_and_step
 from l2o.meta.unroll import (
@@ -134,7 +135,6 @@ def meta_train(
         >>> len(history.rows)
         2
     """
-    torch.set_num_threads(config.threads)
     if problem is None:
         problem = task_problem(get_task(config.task, config.task_options))
     if net is None:
@@ -185,6 +185,9 @@ def meta_train(
         meta_loss = distributed.all_mean(meta_loss)
         training.skipped += 0 if ok else 1
         training.iteration = iteration + 1
+        check_iteration(
+            net, training.iteration, training.skipped, config.iterations, config.meta_lr
+        )
         val_loss = math.nan
         if training.iteration % config.val_every == 0 or training.iteration == config.iterations:
             val_loss = _validate(net, problem, val_indices, schedule.val_horizon)
