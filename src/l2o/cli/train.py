@@ -13,6 +13,7 @@ from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
+from l2o.meta.health import check_memory
 from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     config = load_config(args.config, overrides)
-    get_task(config.task, config.task_options)  # fail early on a bad task or options
+    family = get_task(config.task, config.task_options)  # fail early on a bad task or options
+    check_memory(config, family.dim)
     out = args.out or Path("runs") / config.task
     if args.workers > 1 and config.batch_size % args.workers:
         raise L2OError(

@@ -37,6 +37,7 @@ from l2o.concurrent.problem import SLOT_MODES, ConcurrentProblem
 from l2o.config import TrainConfig, apply_overrides, config_from_dict, read_toml
 from l2o.errors import L2OError
 from l2o.evaluate import Evaluation, write_evaluation
+from l2o.meta.health import check_memory
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
 from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, atomic_write_text, write_csv
@@ -157,6 +158,7 @@ def check_experiment(config: ConcurrentConfig) -> ConcurrentSet:
             f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
             "pick another combiner"
         )
+    check_memory(train, cset.family.dim, cset.k)
     if config.clean_slot >= cset.k:
         raise L2OError(
             f"clean_slot must be -1 (random) or a slot in 0..{cset.k - 1}, got {config.clean_slot}"

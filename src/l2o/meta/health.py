@@ -5,9 +5,31 @@ from __future__ import annotations
 from torch import nn
 
 from l2o import checks
+from l2o.config import TrainConfig
 from l2o.errors import L2OError
 
-ALL_SKIPPED_PATIENCE = 10  # stop once this many meta-iterations in a row were all skipped
+ALL_SKIPPED_PATIENCE = 10
+# Bytes of autograd graph per coordinate and unrolled step per hidden unit (measured ~13 floats
+# per hidden unit and layer for the LSTM; the MLP and RNNProp use fewer).
+GRAPH_FLOATS_PER_UNIT = 13
+
+
+def check_memory(config: TrainConfig, dim: int, copies: int = 1) -> None:
+    """Refuse a meta-training run whose unroll cannot fit in memory, before allocating it.
+
+    ``dim`` is the task's coordinates per instance, ``copies`` the gradients per coordinate
+    (K for concurrent runs). A rough upper estimate: the truncation window's graph plus the
+    network's weights.
+    """
+    units = config.hidden_size * config.layers
+    coordinates = config.batch_size * dim * copies
+    graph = coordinates * config.truncation * (GRAPH_FLOATS_PER_UNIT * units + 8)
+    weights = 16 * config.hidden_size * (config.hidden_size + 8) * config.layers
+    checks.memory(
+        f"meta-training (batch_size {config.batch_size} × {dim * copies} coordinates × "
+        f"truncation {config.truncation}, hidden_size {config.hidden_size})",
+        4.0 * (graph + weights),
+    )  # stop once this many meta-iterations in a row were all skipped
 
 
 def check_iteration(
