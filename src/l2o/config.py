@@ -279,7 +279,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise L2OError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise L2OError(f"config file {path} is not UTF-8 text (a TOML file must be)") from None
+    except OSError as exc:
+        raise L2OError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
 

@@ -92,14 +92,27 @@ class BaselineRunner(Runner):
 
 
 def resolve_optimizer(spec: str) -> Runner:
-    """A run folder, a ``.safetensors`` file, a pretrained name, or a baseline spec."""
+    """A run folder, a ``.safetensors`` file, a pretrained name, or a baseline spec.
+
+    The one resolver of OPTIMIZER strings: every command uses it, and its learned optimizers
+    come from :func:`l2o.load` (an existing path wins over a pretrained name of the same text).
+    """
     from l2o import pretrained
 
+    if not isinstance(spec, str) or not spec.strip():
+        raise L2OError(
+            f"OPTIMIZER must be a run folder, file, pretrained name or baseline, got {spec!r}"
+        )
     path = Path(spec)
-    if path.is_dir() or spec.endswith(".safetensors"):
-        return LearnedRunner(load(path), name="l2o")
-    if spec in pretrained.names():
-        return LearnedRunner(pretrained.pretrained(spec), name=f"l2o-{spec}")
+    if path.exists() or spec.endswith(".safetensors") or spec in pretrained.names():
+        net = load(spec)
+        kind = str(getattr(net, "arch_config", dict)().get("optimizer", ""))
+        if kind.startswith("concurrent"):
+            raise L2OError(
+                f"{spec} holds a concurrent optimizer ({kind}: K gradients per coordinate); "
+                "it runs inside `l2o concurrent`, not as a single-task OPTIMIZER"
+            )
+        return LearnedRunner(net, name="l2o" if path.exists() else f"l2o-{spec}")
     if spec.partition(":")[0].lower() in BASELINES:
         baseline, hparams = parse_baseline(spec)
         return BaselineRunner(baseline, hparams)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2o.errors import L2OError
-from l2o.records import clean_temporaries, read_json, write_json
+from l2o.records import atomic_write_bytes, clean_temporaries, read_json, write_json
 
 MARKER = "run.json"
 KINDS = ("train", "evaluate", "compare", "concurrent", "reproduce")
@@ -186,6 +186,8 @@ def open_run(
             raise L2OError(f"cannot write into --out {path}: permission denied")
         state = read_state(path)
         mode = decide(path, state, kind, resume, force)
+        marker = path / MARKER
+        previous = marker.read_bytes() if marker.is_file() else None
         try:
             clean_temporaries(path)
             if mode == "fresh" and state.status != "new":
@@ -194,7 +196,16 @@ def open_run(
             run.mark("running")
         except OSError as exc:
             raise L2OError(f"cannot write into --out {path}: {_reason(exc)}") from None
-        yield run
+        try:
+            yield run
+        except L2OError:
+            # Refused input found inside the work (e.g. a resume with another config): the
+            # folder keeps the state it had, so its next command is told the same as before.
+            if mode != "fresh" and previous is not None:
+                atomic_write_bytes(marker, previous)
+            elif mode != "fresh" or state.status == "new":
+                marker.unlink(missing_ok=True)
+            raise
     finally:
         os.close(fd)  # releases the lock
 
@@ -206,7 +217,8 @@ def _lock(fd: int, path: Path) -> None:
         holder = None
         try:
             info = read_json(path / MARKER, "an l2o run marker")
-            holder = info.get("pid") if isinstance(info, dict) else None
+            running = isinstance(info, dict) and info.get("status") == "running"
+            holder = info.get("pid") if running else None
         except L2OError:
             pass
         who = f"pid {holder}" if holder else "another process"

@@ -86,6 +86,20 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return tensors, info
 
 
+def _check_size(path: Path, arch: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse an architecture far larger than the weights stored (crafted metadata) before
+    building it: a network of H hidden units holds at least H² weights."""
+    if not isinstance(arch, Mapping):
+        raise L2OError(f"{path} has no valid architecture config in its metadata")
+    hidden = arch.get("hidden_size")
+    stored = sum(t.numel() for t in tensors.values())
+    if isinstance(hidden, int) and not isinstance(hidden, bool) and hidden**2 > 4 * stored + 10**6:
+        raise L2OError(
+            f"{path}: its metadata says hidden_size {hidden}, but the file holds only "
+            f"{stored} weights; the file is damaged"
+        )
+
+
 def load(source: str | Path) -> nn.Module:
     """Load a learned optimizer from a run folder, a ``.safetensors`` file or a pretrained name.
 
@@ -105,6 +119,7 @@ def load(source: str | Path) -> nn.Module:
     elif not path.exists():
         raise L2OError(f"{source} does not exist; pass a run folder or a .safetensors file")
     tensors, info = read_optimizer_file(path)
+    _check_size(path, info["architecture"], tensors)
     net = build_net(info["architecture"])
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}

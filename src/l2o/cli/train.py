@@ -13,6 +13,7 @@ from l2o.cli.common import add_common, add_force, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
 from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
+from l2o.meta.checkpoint import check_resumable
 from l2o.meta.health import check_memory
 from l2o.runfolder import open_run
 from l2o.tasks import get_task
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
         )
     with open_run(out, "train", resume=args.resume, force=args.force) as folder:
+        if folder.resume:
+            check_resumable(out, config.to_dict())
         if args.workers > 1:
             distributed.spawn(args.workers, train_and_report, config, out, folder.resume)
         else:

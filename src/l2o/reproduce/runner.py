@@ -28,7 +28,10 @@ def finished(out: Path, step: Step) -> dict | None:
     path = step_dir(out, step) / DONE_FILE
     if not path.is_file():
         return None
-    record = read_json(path, "a step record")
+    try:
+        record = read_json(path, "a step record")
+    except L2OError:  # a damaged record: the step did not finish cleanly, so it runs again
+        return None
     return (
         record
         if isinstance(record, dict) and record.get("command") == command_line(step, out)
