@@ -2,8 +2,11 @@
 
 Example:
     >>> import l2o
-    >>> cfg = l2o.TrainConfig(task="quadratic", iterations=2, batch_size=4, horizon=10)
+    >>> cfg = l2o.TrainConfig(task="quadratic", iterations=2, batch_size=4, horizon=10,
+    ...                       truncation=5, val_instances=4)
     >>> net, history = l2o.meta_train(cfg)
+    >>> len(history.rows)
+    2
 """
 
 from l2o import pretrained, tasks
@@ -27,4 +30,15 @@ __all__ = [
     "save_optimizer",
     "tasks",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("l2o")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
