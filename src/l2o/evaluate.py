@@ -192,13 +192,14 @@ def summarize(final: np.ndarray) -> dict[str, float | int | None]:
     def num(x: float) -> float | None:
         return float(x) if math.isfinite(x) else None
 
-    return {
-        "final_loss_mean": num(values.mean()),
-        "final_loss_median": num(np.median(values)),
-        "final_loss_q25": num(np.quantile(values, 0.25)),
-        "final_loss_q75": num(np.quantile(values, 0.75)),
-        "diverged": diverged,
-    }
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf inside quantiles: diverged
+        return {
+            "final_loss_mean": num(values.mean()),
+            "final_loss_median": num(np.median(values)),
+            "final_loss_q25": num(np.quantile(values, 0.25)),
+            "final_loss_q75": num(np.quantile(values, 0.75)),
+            "diverged": diverged,
+        }
 
 
 def results_dict(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
