@@ -214,6 +214,12 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("steps-zero", ["evaluate", "adam", "quadratic", "--steps", "0"], "--steps"),
     ("steps-float", ["evaluate", "adam", "quadratic", "--steps", "2.5"], "invalid int"),
     ("steps-huge", ["evaluate", "adam", "quadratic", "--steps", str(10**12)], "--steps"),
+    ("instances-huge", ["evaluate", "adam", "digits-mlp", "--instances", "9000000"], "memory"),
+    (
+        "compare-instances-huge",
+        ["compare", "digits-mlp", "--optimizer", "sgd", "--instances", "9000000"],
+        "memory",
+    ),
     ("instances-negative", ["evaluate", "adam", "quadratic", "--instances", "-1"], "--instances"),
     ("eval-threads-zero", ["evaluate", "adam", "quadratic", "--threads", "0"], "--threads"),
     ("eval-threads-huge", ["evaluate", "adam", "quadratic", "--threads", "100000"], "--threads"),

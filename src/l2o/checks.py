@@ -110,6 +110,12 @@ def memory(name: str, nbytes: float, fraction: float = 0.8) -> None:
         )
 
 
+def instances_memory(task: str, instances: int, dim: int) -> None:
+    """Refuse running ``instances`` side by side when their parameters and optimizer states
+    (about 8 floats per coordinate) cannot fit in memory."""
+    memory(f"{instances} instances of {task} ({dim} parameters each)", 32.0 * instances * dim)
+
+
 def _physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     _quiet_optuna()
     options = apply_overrides({}, args.task_options)
     family = get_task(args.task, options)  # validates the task before anything runs
+    checks.instances_memory(family.name, max(args.instances, args.tune_instances), family.dim)
     learned = resolve_optimizer(args.optimizer)
     baselines = check_baselines(learned, args.baselines.split(","))
     seed = 0 if args.seed is None else args.seed

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     options = apply_overrides({}, args.task_options)
     family = get_task(args.task, options)
+    checks.instances_memory(family.name, args.instances, family.dim)
     runners = [resolve_optimizer(spec) for spec in args.optimizer]
     names = [r.name for r in runners]
     for spec, r in zip(args.optimizer, runners):
