@@ -15,7 +15,8 @@ from l2o.errors import L2OError
 from l2o.meta import meta_train
 from l2o.nets import LSTMOptimizer, build_net
 from l2o.optim import LearnedOptimizer
-from l2o.serialization import load, save_optimizer
+from l2o.resolve import load
+from l2o.serialization import save_optimizer
 
 __all__ = [
     "L2OError",

@@ -22,7 +22,7 @@ from l2o.baselines import BASELINES, Baseline, parse_baseline
 from l2o.errors import L2OError
 from l2o.meta.unroll import run_learned, task_observer
 from l2o.records import CURVE_FIELDS, CURVES_FILE, RESULTS_FILE, write_csv, write_results
-from l2o.serialization import load
+from l2o.resolve import load
 from l2o.tasks import TaskBatch, TaskFamily
 
 

@@ -100,24 +100,12 @@ def _check_size(path: Path, arch: Any, tensors: Mapping[str, torch.Tensor]) -> N
         )
 
 
-def load(source: str | Path) -> nn.Module:
-    """Load a learned optimizer from a run folder, a ``.safetensors`` file or a pretrained name.
-
-    Example:
-        >>> net = l2o.load("runs/quadratic")  # doctest: +SKIP
-    """
-    from l2o import pretrained
+def load_optimizer_file(path: Path) -> nn.Module:
+    """The learned optimizer in an l2o ``.safetensors`` file, checked (see :func:`l2o.load` for
+    run folders and pretrained names)."""
     from l2o.nets import build_net
 
-    path = Path(source)
-    if not path.exists() and str(source) in pretrained.names():
-        path = pretrained.path(str(source))
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
-        if not path.is_file():
-            raise L2OError(f"{source} has no {WEIGHTS_FILE}; is it a finished `l2o train` run?")
-    elif not path.exists():
-        raise L2OError(f"{source} does not exist; pass a run folder or a .safetensors file")
+    path = Path(path)
     tensors, info = read_optimizer_file(path)
     _check_size(path, info["architecture"], tensors)
     net = build_net(info["architecture"])

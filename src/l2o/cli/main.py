@@ -42,10 +42,11 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    hint = getattr(args, "on_interrupt", "rerun the same command")
+    hint = "rerun the same command"
     try:
-        with handle_signals():
+        with handle_signals():  # from the start: a signal while the commands load is one line too
+            args = build_parser().parse_args(argv)
+            hint = getattr(args, "on_interrupt", hint)
             return int(args.run(args) or 0)
     except L2OError as exc:
         return _error(str(exc), 2)
