@@ -74,8 +74,9 @@ def metrics_rows(out: Path) -> int:
 
 
 def interrupt(argv: list[str], out: Path, sig: signal.Signals, ready) -> tuple[int | None, str]:
+    """Start the command, signal it once it is running (run.json written) and ``ready()``."""
     proc = start([*argv, "--out", str(out)])
-    reached = wait_for(proc, ready)
+    reached = wait_for(proc, lambda: (out / "run.json").exists() and ready())
     if reached:
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -108,7 +109,7 @@ def same_training(a: Path, b: Path) -> None:
 
 def continue_training(argv: list[str], out: Path) -> None:
     state = read_state(out)
-    assert state.status == "interrupted" and state.kind == "train"
+    assert state.status == "interrupted" and state.kind == "train", state
     again = [*argv, "--out", str(out)] + (["--resume"] if state.checkpoint else [])
     assert main(again) == 0
 
@@ -187,8 +188,13 @@ def test_compare_killed_at_random_reruns_to_the_same_result(tmp_path, capsys, si
     assert main([*argv, "--out", str(tmp_path / "ref")]) == 0
     out = tmp_path / "cut"
     delay = rng.uniform(0.5, 4.0)
-    started = time.monotonic()
-    status, err = interrupt(argv, out, sig, lambda: time.monotonic() - started > delay)
+    started: list[float] = []
+
+    def ready() -> bool:  # ``delay`` seconds after the run started (after the imports)
+        started[:] = started or [time.monotonic()]
+        return time.monotonic() - started[0] > delay
+
+    status, err = interrupt(argv, out, sig, ready)
     assert_one_error_line(status, err, sig)
     assert main([*argv, "--out", str(out)]) == 0  # the same command continues the tuning
     assert _results(out) == _results(tmp_path / "ref")
