@@ -163,3 +163,62 @@ def test_open_run_locks_the_folder(tmp_path):
         run.finish()
     with open_run(tmp_path / "a", "evaluate"):  # released
         pass
+
+
+def test_a_first_checkpoint_that_fails_to_write(tmp_path, capsys, monkeypatch):
+    """The disk refuses the first checkpoint (e.g. a file-size limit): one error line, and then
+    the plain command starts over while --resume points at it."""
+    import errno
+
+    import l2o.meta.train as train_module
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large", str(tmp_path / "run" / "checkpoint"))
+
+    monkeypatch.setattr(train_module, "save_checkpoint", refuse)
+    out = tmp_path / "run"
+    assert train(out) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: File too large"), err
+    monkeypatch.undo()
+    assert train(out, "--resume") == 2
+    assert "run the same command without --resume" in capsys.readouterr().err
+    assert train(out) == 0
+    assert read_state(out).status == "finished"
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("bytes", "is corrupt"),
+        ("iteration", "iteration must be an integer"),
+        ("not-object", "is corrupt"),
+        ("config", "is corrupt"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_error_line(tmp_path, capsys, damage, expected):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    assert train(out) == 0
+    path = out / "checkpoint" / "state.safetensors"
+    if damage == "bytes":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+        state = json.loads(metadata["state"])
+        if damage == "iteration":
+            state["iteration"] = "three"
+        elif damage == "config":
+            state["config"] = [1]
+        metadata["state"] = json.dumps(state) if damage != "not-object" else "[1, 2]"
+        save_file(tensors, str(path), metadata=metadata)
+    capsys.readouterr()
+    assert train(out, "--resume", "--set", "iterations=4") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert "Traceback" not in err
+    assert read_state(out).status == "finished"  # the refused resume left the state as it was
