@@ -49,6 +49,7 @@ def world(tmp_path_factory) -> dict[str, str]:
         return str(path)
 
     w["file"] = file("plain.txt", "not a folder")
+    w["baddb"] = file("bad.db", "not a database")
     w["notutf8"] = file("notutf8.toml", b"\xff\xfe\x00bad")
     w["broken"] = file("broken.toml", "horizon = ")
     w["unknownkey"] = file("unknown.toml", "bogus = 1\n")
@@ -298,6 +299,50 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
             "{tmp}/c",
         ],
         "storage",
+    ),
+    (
+        "compare-garbage-db",
+        [
+            "compare",
+            "quadratic",
+            "--optimizer",
+            "sgd",
+            "--baselines",
+            "adam",
+            "--storage",
+            "sqlite:///{baddb}",
+            "--trials",
+            "1",
+            "--steps",
+            "2",
+            "--instances",
+            "2",
+            "--tune-instances",
+            "2",
+        ],
+        "file is not a database",
+    ),
+    (
+        "compare-unreachable-db",
+        [
+            "compare",
+            "quadratic",
+            "--optimizer",
+            "sgd",
+            "--baselines",
+            "adam",
+            "--storage",
+            "sqlite:////nonexistent/dir/x.db",
+            "--trials",
+            "1",
+            "--steps",
+            "2",
+            "--instances",
+            "2",
+            "--tune-instances",
+            "2",
+        ],
+        "unable to open database file",
     ),
     (
         "replot-missing",

@@ -175,8 +175,8 @@ def tune(
         optuna.exceptions.StorageInternalError,
     ) as exc:
         raise L2OError(
-            f"cannot open the Optuna storage {redact(storage)!r}: {exc}; give a valid --storage "
-            "URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
+            f"cannot open the Optuna storage {redact(storage)!r}: {_first_line(exc)}; give a "
+            "valid --storage URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
         ) from None
     done = _finished(study)
     # A crashed run can leave RUNNING/FAIL trials behind; they are ignored, never counted.
@@ -223,6 +223,12 @@ def tune(
         study_name=name,
         objective=objective,
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    """SQLAlchemy's messages go on with the SQL and a link: the first line says it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _trial_seed(seed: int, finished: int) -> int:
