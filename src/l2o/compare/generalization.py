@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from l2o.compare.comparison import best_baseline
 from l2o.errors import L2OError
-from l2o.records import atomic_write_text, fmt_number, read_json_object
+from l2o.records import atomic_write_text, fmt_number, read_json_object, write_json
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_table(out: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     """``generalization.json`` and ``generalization.md`` in ``out``."""
     out = Path(out)
-    atomic_write_text(out / "generalization.json", json.dumps(list(rows), indent=2) + "\n")
+    write_json(out / "generalization.json", list(rows))
     atomic_write_text(out / "generalization.md", markdown_table(rows))
     return out / "generalization.md"
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -40,7 +39,7 @@ from l2o.evaluate import Evaluation, write_evaluation
 from l2o.meta.health import check_memory
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
-from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, atomic_write_text, write_csv
+from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, write_csv, write_json
 from l2o.serialization import save_optimizer
 
 log = logging.getLogger(__name__)
@@ -183,7 +182,7 @@ def run_experiment(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "concurrent.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        write_json(out / "concurrent.json", config.to_dict())
     nets: dict[str, ConcurrentNet] = {}
     problems: dict[str, ConcurrentProblem] = {}
     train_seconds: dict[str, float] = {}

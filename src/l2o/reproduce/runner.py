@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from l2o.errors import L2OError
-from l2o.records import atomic_write_text, read_json
+from l2o.records import read_json, write_json
 from l2o.reproduce.plan import Step
 
 DONE_FILE = "step.json"  # written last: its presence means the step finished
@@ -77,7 +76,7 @@ def run_steps(
         if status:
             raise L2OError(f"step {step.name} failed (exit {status}): l2o {' '.join(argv)}")
         record = {"command": argv, "wall_seconds": time.perf_counter() - start}
-        atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2) + "\n")
+        write_json(folder / DONE_FILE, record)
         records[step.name] = {**record, "reused": False}
         if on_step:
             on_step(step, "done")
