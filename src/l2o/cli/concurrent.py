@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_common(parser)
     add_force(parser)
-    parser.set_defaults(run=run, on_interrupt="rerun the same command to start it over")
+    parser.set_defaults(
+        run=run, on_interrupt="concurrent runs do not resume: rerun the same command to start over"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
