@@ -222,3 +222,14 @@ def test_a_damaged_checkpoint_is_one_error_line(tmp_path, capsys, damage, expect
     assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
     assert "Traceback" not in err
     assert read_state(out).status == "finished"  # the refused resume left the state as it was
+
+
+def test_force_in_a_rerunnable_folder_of_the_same_kind_deletes_nothing(tmp_path):
+    out = tmp_path / "r"
+    with open_run(out, "reproduce") as run:
+        (out / "generalization").mkdir()  # a step folder named like a result
+        (out / "generalization" / "step.json").write_text("{}")
+        run.finish()
+    with open_run(out, "reproduce", force=True) as run:
+        assert run.mode == "rerun"
+    assert (out / "generalization" / "step.json").is_file()

@@ -104,6 +104,8 @@ def read_state(folder: Path) -> RunState:
 
 def decide(folder: Path, state: RunState, kind: str, resume: bool, force: bool) -> str:
     """``fresh`` (start over), ``resume`` or ``rerun`` (reuse what is there); else an error."""
+    if state.status != "new" and state.kind == kind and kind in RERUNNABLE:
+        return "rerun"  # --force means something of its own there (reproduce: rerun the steps)
     if force:
         return "fresh"
     if state.status == "new":
