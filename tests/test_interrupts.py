@@ -156,7 +156,9 @@ def test_sigterm_during_training_checkpoints_and_resumes_exactly(tmp_path, capsy
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
 @pytest.mark.parametrize("trial", range(3))
 def test_training_killed_at_random_resumes_exactly(tmp_path, capsys, sig, trial):
     rng = random.Random(f"{sig}-{trial}")
@@ -181,7 +183,9 @@ def _results(out: Path) -> tuple[bytes, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
 def test_compare_killed_at_random_reruns_to_the_same_result(tmp_path, capsys, sig):
     rng = random.Random(str(sig))
     argv = [*COMPARE, "--trials", "40"]
@@ -202,7 +206,9 @@ def test_compare_killed_at_random_reruns_to_the_same_result(tmp_path, capsys, si
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
 def test_concurrent_killed_at_random_reruns_to_the_same_result(tmp_path, capsys, sig):
     rng = random.Random(str(sig))
     assert main([*CONCURRENT, "--out", str(tmp_path / "ref")]) == 0
