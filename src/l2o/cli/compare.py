@@ -259,7 +259,8 @@ def _settings(args: argparse.Namespace) -> list[Setting]:
 
 
 def _quiet_optuna() -> None:
-    """Optuna logs a line per trial at INFO; the progress bar says the same, once."""
+    """Optuna logs a line per trial at INFO (the progress bar says the same, once) and a trial
+    stopped by a second Ctrl-C as a WARNING with a traceback (the CLI says it in one line)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
