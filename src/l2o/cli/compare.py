@@ -31,9 +31,8 @@ from l2o.compare.generalization import (
     SETTINGS,
     Setting,
     read_rows,
+    run_study,
     select_settings,
-    table_row,
-    training_horizon,
     write_table,
 )
 from l2o.compare.plots import replot
@@ -156,17 +155,40 @@ def _compare_all(
     _report(outcome, write_outcome(out, outcome), out)
 
     if settings:
-        info = getattr(getattr(learned, "net", None), "info", None)
-        horizon = training_horizon(info, args.steps)
-        rows = []
-        for setting in settings:
-            folder = out / "generalization" / setting.name
-            steps = setting.steps_for(horizon)
+        bar = _TuningBar(len(baselines) * args.trials)
+
+        def on_setting(setting: Setting, steps: int) -> None:
             say(f"== {setting.name}: {setting.description}, {steps} steps")
-            fam = get_task(args.task, {**options, **setting.task_options})
-            result = _compare(args, fam, learned, baselines, steps, folder, storage, seed)
-            rows.append(table_row(setting, _report(result, write_outcome(folder, result), folder)))
-        table = write_table(out, rows)
+            bar.open(f"tuning {setting.name}")
+
+        def on_result(setting: Setting, results: dict[str, Any], folder: Path) -> None:
+            bar.close()
+            _report(None, results, folder, draw=False)
+
+        try:
+            run_study(
+                args.task,
+                options,
+                learned,
+                baselines,
+                settings,
+                out,
+                base_steps=args.steps,
+                instances=args.instances,
+                trials=args.trials,
+                tune_instances=args.tune_instances,
+                storage=storage,
+                seed=seed,
+                objective=args.objective,
+                label=args.optimizer,
+                on_setting=on_setting,
+                on_result=on_result,
+                on_trial=bar.on_trial,
+                on_stage=bar.on_stage,
+            )
+        finally:
+            bar.close()
+        table = out / "generalization.md"
         say(table.read_text().rstrip())
         say(f"wrote {table} and generalization.json")
     say(f"done in {time.perf_counter() - started:.0f} s")
@@ -182,17 +204,8 @@ def _compare(
     storage: str,
     seed: int,
 ) -> Outcome:
-    bar = progress(len(baselines) * args.trials, f"tuning {family.name}", unit="trial")
-    counted: dict[str, int] = {}
-
-    def on_trial(baseline: str, finished: int, target: int) -> None:
-        # Trials a reused study already had count as done when its first new trial ends.
-        bar.update(min(finished, target) - counted.get(baseline, 0))
-        counted[baseline] = min(finished, target)
-
-    def on_stage(stage: str) -> None:
-        bar.set_description(stage)
-
+    bar = _TuningBar(len(baselines) * args.trials)
+    bar.open(f"tuning {family.name}")
     try:
         outcome = compare(
             family,
@@ -204,8 +217,8 @@ def _compare(
             tune_instances=args.tune_instances,
             storage=storage,
             seed=seed,
-            on_trial=on_trial,
-            on_stage=on_stage,
+            on_trial=bar.on_trial,
+            on_stage=bar.on_stage,
             objective=args.objective,
         )
     finally:
@@ -214,9 +227,38 @@ def _compare(
     return outcome
 
 
-def _report(outcome: Outcome, results: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Draw comparison.png from the files just written and print the summary table."""
-    replot(out)
+class _TuningBar:
+    """One progress bar per comparison, fed by the tuning callbacks."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.bar, self.counted = total, None, {}
+
+    def open(self, description: str) -> None:
+        self.close()
+        self.bar, self.counted = progress(self.total, description, unit="trial"), {}
+
+    def on_trial(self, baseline: str, finished: int, target: int) -> None:
+        # Trials a reused study already had count as done when its first new trial ends.
+        if self.bar is not None:
+            self.bar.update(min(finished, target) - self.counted.get(baseline, 0))
+        self.counted[baseline] = min(finished, target)
+
+    def on_stage(self, stage: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(stage)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _report(
+    outcome: Outcome | None, results: dict[str, Any], out: Path, draw: bool = True
+) -> dict[str, Any]:
+    """Draw comparison.png from the files just written (unless done) and print the summary."""
+    if draw:
+        replot(out)
     learned = results.get("learned")
     for name, stats in results["optimizers"].items():
         tuning = results["tuning"].get(name)
