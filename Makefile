@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: install demo reproduce test test-all lint bench clean
 
@@ -13,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Test-only dependencies (Lightning, transformers): torch named again so pip keeps the pinned one.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0 -e '.[dev,test]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -24,10 +30,10 @@ reproduce: $(STAMP)
 	$(VENV)/bin/l2o reproduce --out runs/full
 	$(PY) scripts/publish_report.py runs/full docs/reproduce
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP)

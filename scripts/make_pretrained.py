@@ -16,7 +16,6 @@ the one-line ``summary`` that ``l2o list`` prints.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shutil
@@ -24,16 +23,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from l2o.records import read_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "src" / "l2o" / "pretrained"
 
 
 def training_summary(run: Path) -> dict[str, Any]:
     """The metrics.csv of a run, summarised: iterations, time, best validation, its curve."""
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    val = [(int(r["iteration"]), float(r["val_loss"])) for r in rows if r["val_loss"] != "nan"]
-    val = [(i, v) for i, v in val if math.isfinite(v)]
+    rows = read_metrics(run)
+    val = [(r["iteration"], r["val_loss"]) for r in rows if math.isfinite(r["val_loss"])]
     best = min(val, key=lambda iv: iv[1]) if val else (None, None)
     last = rows[-1]
     return {

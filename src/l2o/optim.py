@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2o import checks
 from l2o.errors import L2OError
 from l2o.nets.base import OptimizerNet
 
@@ -276,8 +277,7 @@ def _check_net(net: Any) -> None:
 
 
 def _check_lr(lr: Any) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0.0:
-        raise L2OError(f"lr (the output scale) must be a number >= 0, got {lr!r}")
+    checks.number("lr (the output scale)", lr, 0.0)
 
 
 def _by_device(params: Iterable[Tensor]) -> list[list[Tensor]]:

@@ -27,10 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
+from l2o import interrupts
 from l2o.baselines import Baseline, get_baseline
 from l2o.errors import L2OError
 from l2o.evaluate import BaselineRunner
@@ -145,8 +147,9 @@ def tune(
         trials: the number of finished trials the study should have; only the missing ones run.
         instances: validation instances ``0..instances-1`` in every trial.
         storage: an Optuna storage URL (``sqlite:///out/tuning.db``, ``postgresql://...``).
-        seed: seeds the TPE sampler (offset by the trials already finished, so an extended study
-            explores new points instead of replaying its first ones).
+        seed: seeds the TPE sampler, reseeded before each trial from (seed, finished trials), so
+            an interrupted and resumed study draws what an uninterrupted one would, and an
+            extended study explores new points instead of replaying its first ones.
         on_trial: called after every trial with (baseline, finished, target).
         objective: ``mean`` (the default) or ``median`` final validation loss.
 
@@ -172,14 +175,13 @@ def tune(
         optuna.exceptions.StorageInternalError,
     ) as exc:
         raise L2OError(
-            f"cannot open the Optuna storage {redact(storage)!r}: {exc}; give a valid --storage "
-            "URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
+            f"cannot open the Optuna storage {redact(storage)!r}: {_first_line(exc)}; give a "
+            "valid --storage URL (e.g. sqlite:///tuning.db or postgresql://user@host/db)"
         ) from None
     done = _finished(study)
     # A crashed run can leave RUNNING/FAIL trials behind; they are ignored, never counted.
     missing = max(0, trials - done)
     if missing:
-        study.sampler = optuna.samplers.TPESampler(seed=seed + done)
         study.set_user_attr("task", family.name)
         study.set_user_attr("task_options", family.options())
         study.set_user_attr("baseline", base.name)
@@ -199,7 +201,15 @@ def tune(
                 on_trial(base.name, _finished(study), trials)
 
         log.info("tuning %s: %d new trial(s) in study %s", base.name, missing, name)
-        study.optimize(run_trial, n_trials=missing, callbacks=[callback], catch=())
+        with interrupts.safe_points():  # Ctrl-C/SIGTERM stop between trials
+            for _ in range(missing):
+                # A sampler seeded by the count of finished trials: trial n draws the same point
+                # whether the study ran in one go or was interrupted and resumed.
+                study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, _finished(study)))
+                study.optimize(run_trial, n_trials=1, callbacks=[callback], catch=())
+                interrupts.stop_if_requested(
+                    f"tuning of {base.name} stopped after {_finished(study)} finished trials"
+                )
     if not base.search_space:  # nothing to tune: the defaults are the answer
         best: dict[str, Any] = {}
     else:
@@ -213,6 +223,17 @@ def tune(
         study_name=name,
         objective=objective,
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    """SQLAlchemy's messages go on with the SQL and a link: the first line says it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _trial_seed(seed: int, finished: int) -> int:
+    """Independent seeds per (seed, trial count): seed 8 must not replay seed 7's later trials."""
+    return int(np.random.SeedSequence([seed, finished]).generate_state(1)[0])
 
 
 def _finished(study: optuna.Study) -> int:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -29,16 +28,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o import checks, interrupts
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
-from l2o.concurrent.plots import LAMBDA_FIELDS, plot_lambdas
+from l2o.concurrent.plots import plot_lambdas
 from l2o.concurrent.problem import SLOT_MODES, ConcurrentProblem
 from l2o.config import TrainConfig, apply_overrides, config_from_dict, read_toml
 from l2o.errors import L2OError
 from l2o.evaluate import Evaluation, write_evaluation
+from l2o.meta.health import check_memory
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
-from l2o.serialization import atomic_write_text, save_optimizer
+from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, write_csv, write_json
+from l2o.serialization import save_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +64,20 @@ class ConcurrentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping):
+            raise L2OError(f"options must be a table of initializer options, got {self.options!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise L2OError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         object.__setattr__(self, "options", dict(self.options))
-        object.__setattr__(self, "references", tuple(self.references))
-        object.__setattr__(self, "adam_lrs", tuple(float(x) for x in self.adam_lrs))
+        checks.fields(self, {"clean_slot": (-1, 1000), "eval_instances": (1, checks.MAX_SIZE)})
+        refs = checks.names("references", self.references, REFERENCES) if self.references else ()
+        object.__setattr__(self, "references", refs)
+        lrs = self.adam_lrs if isinstance(self.adam_lrs, (list, tuple)) else [self.adam_lrs]
+        lrs = tuple(checks.number("adam_lrs", x, 0, low_open=True) for x in lrs)
+        object.__setattr__(self, "adam_lrs", lrs)
         default_task(self.initializer)  # validates the name
         if self.combiner not in COMBINERS:
             raise L2OError(f"unknown combiner {self.combiner!r}; known: {', '.join(COMBINERS)}")
-        unknown = [r for r in self.references if r not in REFERENCES]
-        if unknown:
-            raise L2OError(
-                f"unknown reference(s) {', '.join(unknown)}; known: {', '.join(REFERENCES)}"
-            )
         if self.slot_mode not in (*SLOT_MODES, "auto"):
             raise L2OError(f"slot_mode must be fixed, shuffle or auto, got {self.slot_mode!r}")
         if not self.logit_scale > 0:
@@ -127,6 +132,10 @@ def load_concurrent_config(
     if combiner is not None:
         values["combiner"] = combiner
     if task is not None:
+        if values.get("task", task) != task:
+            raise L2OError(
+                f"task={values['task']!r} contradicts --task {task!r}; give the task once"
+            )
         values["task"] = task
     if seed is not None:
         values["seed"] = seed
@@ -137,6 +146,23 @@ def load_concurrent_config(
         return ConcurrentConfig(**own, train=config_from_dict(rest))
     except TypeError as exc:
         raise L2OError(f"invalid concurrent config: {exc}") from None
+
+
+def check_experiment(config: ConcurrentConfig) -> ConcurrentSet:
+    """Build the experiment's optimizee set, refusing what cannot run (before anything runs)."""
+    train = config.train
+    cset = build_set(config.initializer, train.task, train.task_options, config.options)
+    if config.combiner == "oracle" and cset.clean is None:
+        raise L2OError(
+            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
+            "pick another combiner"
+        )
+    check_memory(train, cset.family.dim, cset.k)
+    if config.clean_slot >= cset.k:
+        raise L2OError(
+            f"clean_slot must be -1 (random) or a slot in 0..{cset.k - 1}, got {config.clean_slot}"
+        )
+    return cset
 
 
 Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, row)
@@ -151,18 +177,12 @@ def run_experiment(
 
     Returns the ``results.json`` dictionary.
     """
-    torch.set_num_threads(config.train.threads)
     train = config.train
-    cset = build_set(config.initializer, train.task, train.task_options, config.options)
-    if config.combiner == "oracle" and cset.clean is None:
-        raise L2OError(
-            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
-            "pick another combiner"
-        )
+    cset = check_experiment(config)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "concurrent.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        write_json(out / "concurrent.json", config.to_dict())
     nets: dict[str, ConcurrentNet] = {}
     problems: dict[str, ConcurrentProblem] = {}
     train_seconds: dict[str, float] = {}
@@ -211,6 +231,7 @@ def run_experiment(
                 },
             )
 
+    interrupts.stop_if_requested("stopped after training; nothing is resumed")
     adam_lr = None
     if "adam" in config.references:
         if progress is not None:
@@ -309,17 +330,7 @@ class LambdaRecorder:
 
 
 def write_lambdas(out: Path, rows: list[dict[str, Any]]) -> None:
-    lines = [",".join(LAMBDA_FIELDS)]
-    for r in rows:
-        lines.append(",".join(_csv(r[k]) for k in LAMBDA_FIELDS))
-    atomic_write_text(out / "lambdas.csv", "\n".join(lines) + "\n")
-
-
-def _csv(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    text = str(v)
-    return f'"{text}"' if "," in text else text
+    write_csv(out / LAMBDAS_FILE, LAMBDA_FIELDS, rows, digits=6)
 
 
 def _slots(cset: ConcurrentSet, problem: ConcurrentProblem, mode: str) -> list[dict[str, Any]]:

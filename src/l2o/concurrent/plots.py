@@ -5,16 +5,10 @@ python -c "from l2o.concurrent.plots import plot_lambdas; plot_lambdas('runs/x')
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
-LAMBDA_FIELDS = ("iteration", "slot", "variant", "label", "clean", "lambda")
-
-
-def read_lambdas(path: str | Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+from l2o.records import LAMBDAS_FILE, read_lambda_rows
 
 
 def plot_lambdas(run_dir: str | Path, title: str | None = None) -> Path:
@@ -25,15 +19,15 @@ def plot_lambdas(run_dir: str | Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = read_lambdas(run_dir / "lambdas.csv")
+    rows = read_lambda_rows(run_dir / LAMBDAS_FILE)
     series: dict[tuple[int, str, bool], list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
-        key = (int(r["variant"]), r["label"], r["clean"] == "1")
-        series[key].append((int(r["iteration"]), float(r["lambda"])))
+        key = (r["variant"], r["label"], r["clean"] == 1)
+        series[key].append((r["iteration"], r["lambda"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for (variant, label, clean), points in sorted(series.items()):
         xs, ys = zip(*sorted(points))
-        slot = next(r["slot"] for r in rows if int(r["variant"]) == variant)
+        slot = next(r["slot"] for r in rows if r["variant"] == variant)
         where = "slot shuffled per instance" if slot == "*" else f"slot {slot}"
         name = f"{label} ({where}{', clean' if clean else ''})"
         ax.plot(xs, ys, lw=2.5 if clean else 1.2, ls="-" if clean else "--", label=name)
