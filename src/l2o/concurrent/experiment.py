@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o.concurrent.attacks import AttackSet
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
 from l2o.concurrent.plots import LAMBDA_FIELDS, plot_lambdas
@@ -39,6 +40,7 @@ from l2o.evaluate import Evaluation, write_evaluation
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
 from l2o.serialization import atomic_write_text, save_optimizer
+from l2o.tasks import task_train_defaults
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,9 @@ def load_concurrent_config(
     own = {k: v for k, v in values.items() if k in _OWN_KEYS}
     rest = {k: v for k, v in values.items() if k not in _OWN_KEYS}
     rest.setdefault("task", default_task(own.get("initializer", "noise")))
+    # the one rule of l2o.config.load_config: the task's recommended settings first (digits: 8
+    # instances per meta-iteration, not 128), then the file, then the overrides
+    rest = {**task_train_defaults(str(rest["task"])), **rest}
     try:
         return ConcurrentConfig(**own, train=config_from_dict(rest))
     except TypeError as exc:
@@ -154,7 +159,8 @@ def run_experiment(
     torch.set_num_threads(config.train.threads)
     train = config.train
     cset = build_set(config.initializer, train.task, train.task_options, config.options)
-    if config.combiner == "oracle" and cset.clean is None:
+    has_oracle = cset.clean is not None or isinstance(cset, AttackSet)
+    if config.combiner == "oracle" and not has_oracle:
         raise L2OError(
             f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
             "pick another combiner"
@@ -169,7 +175,7 @@ def run_experiment(
     lambda_rows: list[dict[str, Any]] = []
 
     names = [config.combiner] + [r for r in config.references if r not in ("adam", config.combiner)]
-    if cset.clean is None and "oracle" in names:
+    if not has_oracle and "oracle" in names:
         names.remove("oracle")  # no clean optimizee (e.g. shards): nothing to be an oracle of
     for name in names:
         main = name == config.combiner
