@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from byzfl_ref import load
 
-from l2o.concurrent.aggregators import Context, aggregate, check_name, cclip, geomed, nnm
+from byzfl_ref import load
+from l2o.concurrent.aggregators import Context, aggregate, cclip, check_name, geomed, nnm
 from l2o.errors import L2OError
 
 BYZFL = load()
@@ -55,9 +55,7 @@ def test_geomed_and_cclip_agree_with_byzfl_at_its_parameters():
     np.testing.assert_allclose(ours, ref, rtol=1e-10)
     ours = cclip(grads, Context(), tau=5.0, iterations=2).numpy()
     # ByzFL's CenteredClipping keeps its centre between calls: a fresh one per instance
-    ref = np.stack(
-        [aggregators.CenteredClipping(tau=5.0, L=2)(g.T.numpy().copy()) for g in grads]
-    )
+    ref = np.stack([aggregators.CenteredClipping(tau=5.0, L=2)(g.T.numpy().copy()) for g in grads])
     np.testing.assert_allclose(ours, ref, rtol=1e-10)
 
 
@@ -96,7 +94,16 @@ def test_oracle_is_the_honest_mean_and_ignores_inf():
 
 @pytest.mark.parametrize(
     "name",
-    ["median", "trimmed-mean", "krum", "multi-krum", "geomed", "cclip", "nnm+trimmed-mean", "fltrust"],
+    [
+        "median",
+        "trimmed-mean",
+        "krum",
+        "multi-krum",
+        "geomed",
+        "cclip",
+        "nnm+trimmed-mean",
+        "fltrust",
+    ],
 )
 def test_robust_rules_survive_inf_sources(name):
     """Two sources at +inf (the inf attack, f = 2): every robust rule stays finite."""

@@ -1,12 +1,12 @@
-"""Byzantine attacks as initializers: ByzFL's definitions, per-instance slots, users' own attacks."""
+"""Byzantine attacks: ByzFL's definitions, slots drawn per instance, users' own attacks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from byzfl_ref import load
 
+from byzfl_ref import load
 from l2o.concurrent import attacks
 from l2o.concurrent.attacks import ATTACKS, build_attack_set, register_attack
 from l2o.concurrent.initializers import build_set, describe_all
@@ -85,7 +85,7 @@ def test_a_users_attack_registers_without_editing_l2o():
 
 
 def test_bad_attack_input_is_one_line():
-    with pytest.raises(L2OError, match="f .* must be in"):
+    with pytest.raises(L2OError, match=r"f .* must be in"):
         build_attack_set("signflip", "quadratic", {}, {"k": 4, "f": 4})
     with pytest.raises(L2OError, match="unknown option"):
         build_attack_set("signflip", "quadratic", {}, {"levels": [1]})

@@ -148,7 +148,7 @@ def cclip(grads: Tensor, ctx: Context, tau: float | None = None, iterations: int
 
 def nnm(grads: Tensor, f: int) -> Tensor:
     """``(B, D, K)``: each source replaced by the mean of its K − f nearest (itself included)."""
-    B, D, K = grads.shape
+    B, _, K = grads.shape
     if not 0 <= f < K:
         raise L2OError(f"nnm needs 0 <= f < K, got f={f} and K={K}")
     dist = pairwise_distances(grads)

@@ -178,7 +178,7 @@ class AttackSet(ConcurrentSet):
 
     def __init__(self, name: str, base: ConcurrentSet, k: int, f: int) -> None:
         if not 0 <= f < k:
-            raise L2OError(f"{name}: f (Byzantine sources) must be in [0, K - 1 = {k - 1}], got {f}")
+            raise L2OError(f"{name}: f (Byzantine sources) must be in [0, {k - 1}], got {f}")
         self.initializer, self.base, self.f = name, base, f
         self.attack = ATTACKS[name][0]
         self.family = base.family

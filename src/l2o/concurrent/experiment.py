@@ -106,6 +106,31 @@ class ConcurrentConfig:
 
 _OWN_KEYS = {f.name for f in dataclasses.fields(ConcurrentConfig)} - {"train"}
 
+# Per base task, what `l2o concurrent INITIALIZER` uses unless told otherwise: the settings of
+# configs/concurrent-*.toml, so that the defaults (a combiner and four references meta-trained,
+# Adam tuned) finish in a few minutes on 2 cores.
+CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quadratic": {
+        "batch_size": 32,
+        "horizon": 100,
+        "truncation": 20,
+        "iterations": 100,
+        "val_every": 25,
+        "val_instances": 32,
+        "checkpoint_every": 25,
+    },
+    "digits-mlp": {
+        "batch_size": 4,
+        "horizon": 40,
+        "truncation": 10,
+        "iterations": 40,
+        "val_every": 20,
+        "val_instances": 8,
+        "checkpoint_every": 10,
+        "eval_instances": 32,
+    },
+}
+
 
 def load_concurrent_config(
     path: str | Path | None,
@@ -135,9 +160,17 @@ def load_concurrent_config(
     own = {k: v for k, v in values.items() if k in _OWN_KEYS}
     rest = {k: v for k, v in values.items() if k not in _OWN_KEYS}
     rest.setdefault("task", default_task(own.get("initializer", "noise")))
-    # the one rule of l2o.config.load_config: the task's recommended settings first (digits: 8
-    # instances per meta-iteration, not 128), then the file, then the overrides
-    rest = {**task_train_defaults(str(rest["task"])), **rest}
+    # the rule of l2o.config.load_config: the task's recommended settings first (digits: 8
+    # instances per meta-iteration, not 128), then the concurrent ones (K nets of K gradients
+    # each: smaller still), then the file, then the overrides
+    task = str(rest["task"])
+    smaller = CONCURRENT_DEFAULTS.get(task, {})
+    own = {k: v for k, v in smaller.items() if k in _OWN_KEYS} | own
+    rest = {
+        **task_train_defaults(task),
+        **{k: v for k, v in smaller.items() if k not in _OWN_KEYS},
+        **rest,
+    }
     try:
         return ConcurrentConfig(**own, train=config_from_dict(rest))
     except TypeError as exc:

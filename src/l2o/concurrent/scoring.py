@@ -1,0 +1,193 @@
+"""A learned robust aggregator: per-instance, per-step weights from scale-free source statistics.
+
+Each source k of an instance is described by statistics that do not change when every gradient
+is scaled or the sources are reordered (:func:`source_statistics`): its cosine with the
+coordinatewise median and with the mean of the other sources, the median of its cosines with the
+others, and its norm, its distance from the median, its Krum-like crowding and its distance to
+its nearest other source (0 for copies), each as a log-ratio to the median over the sources. A
+small MLP shared by the sources scores each one; a sigmoid gate per source, normalised to sum 1
+(non-finite sources get 0), mixes the gradients. This is the L3RS idea (Kristiansen et al. 2024)
+of learned weights over normalised source directions, per instance and per step, with gates
+instead of a softmax so that honest sources keep equal weights (their noise averages out). It
+knows neither f nor which sources are Byzantine.
+
+:class:`LearnedAggregator` puts Adam behind the mix, the same Adam (and learning rate) that every
+hand-designed rule of the robust study (:mod:`l2o.concurrent.robust`) gets, so the comparison is
+about aggregation alone. It is a coordinatewise network like the others (``net(inputs, state)``),
+so the core loop (:func:`l2o.meta_train`) meta-trains it; :meth:`LearnedAggregator.combine` is
+the same mix computed once per instance, for test runs.
+
+Example:
+    >>> net = LearnedAggregator(k=5, lr=0.01, seed=0)
+    >>> grads = torch.randn(2, 7, 5)
+    >>> net.combine(grads).shape
+    torch.Size([2, 7])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from l2o.concurrent.aggregators import finite_sources
+from l2o.errors import L2OError
+from l2o.nets import register_net
+
+SOURCE_STATISTICS = (
+    "cos_median",
+    "cos_mean_of_others",
+    "median_cos_to_others",
+    "log_norm_ratio",
+    "log_distance_ratio",
+    "log_crowding_ratio",
+    "log_nearest_ratio",
+)
+TINY = 1e-20
+
+
+def source_statistics(grads: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, K, S)`` statistics per source and the finite sources ``(B, K)`` (see module doc)."""
+    K = grads.shape[2]
+    ok = finite_sources(grads)
+    x = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
+    okf = ok.to(x.dtype)
+    count = okf.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+    # coordinatewise median of the finite sources (non-finite ones pushed to both ends evenly)
+    med = torch.where(ok.unsqueeze(1), grads, torch.full_like(grads, torch.nan)).nanmedian(2).values
+    med = torch.nan_to_num(med)
+    unit = x / x.norm(dim=1, keepdim=True).clamp_min(TINY)
+    cos = unit.transpose(1, 2) @ unit  # (B, K, K)
+    pair = okf.unsqueeze(2) * okf.unsqueeze(1) * (1 - torch.eye(K, dtype=x.dtype))
+    cos_med = nn.functional.cosine_similarity(x, med.unsqueeze(2), dim=1, eps=TINY)
+    others = (x.sum(2, keepdim=True) - x) / (count.unsqueeze(1) - okf.unsqueeze(1)).clamp_min(1)
+    cos_others = nn.functional.cosine_similarity(x, others, dim=1, eps=TINY)
+    cos_masked = torch.where(pair > 0, cos, torch.full_like(cos, torch.nan))
+    median_cos = torch.nan_to_num(cos_masked.nanmedian(2).values)
+    norm = x.norm(dim=1)
+    dist_med = (x - med.unsqueeze(2)).norm(dim=1)
+    rows = x.transpose(1, 2)
+    dist = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist")
+    dist = torch.where(pair > 0, dist.pow(2), torch.full_like(dist, torch.inf))
+    near = max(1, K // 2)
+    crowding = dist.sort(2).values[..., :near]
+    crowding = torch.where(torch.isfinite(crowding), crowding, torch.nan).nanmean(2)
+    # exact copies (several Byzantine sources sending one vector) are never honest-like
+    nearest = dist.min(2).values
+
+    def log_ratio(v: Tensor) -> Tensor:
+        v = torch.where(ok, v, torch.full_like(v, torch.nan))
+        ref = v.nanmedian(1, keepdim=True).values
+        r = (v.clamp_min(TINY) / ref.clamp_min(TINY)).log()
+        return torch.nan_to_num(r, nan=0.0).clamp(-10.0, 10.0) / 5.0
+
+    stats = torch.stack(
+        (
+            cos_med,
+            cos_others,
+            median_cos,
+            log_ratio(norm),
+            log_ratio(dist_med),
+            log_ratio(crowding),
+            log_ratio(nearest),
+        ),
+        -1,
+    )
+    return torch.nan_to_num(stats) * okf.unsqueeze(-1), ok
+
+
+def adam_step(
+    g: Tensor, state: tuple[Tensor, Tensor, Tensor], lr: float
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """One step of Adam (torch's defaults: β = (0.9, 0.999), ε = 1e-8) as a pure function.
+
+    Returns the update (θ ← θ + update) and the new state ``(m, v, t)``.
+    """
+    m, v, t = state
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    t = t + 1
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    return -lr * m_hat / (v_hat.sqrt() + eps), (m, v, t)
+
+
+class LearnedAggregator(nn.Module):
+    """λ ∝ sigmoid(logit_scale · MLP(statistics)) over the sources, then Adam at rate ``lr``."""
+
+    kind = "concurrent-robust-aggregator"
+
+    def __init__(
+        self,
+        k: int = 10,
+        lr: float = 0.01,
+        hidden: int = 16,
+        logit_scale: float = 5.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise L2OError(f"{self.kind}: k (the number of sources) must be >= 1, got {k!r}")
+        if not lr > 0 or not logit_scale > 0 or hidden < 1:
+            raise L2OError(
+                f"lr and logit_scale must be > 0 and hidden >= 1, got {lr}, {logit_scale}, {hidden}"
+            )
+        self.k, self.lr, self.hidden = k, float(lr), int(hidden)
+        self.logit_scale = float(logit_scale)
+        generator = torch.Generator().manual_seed(seed or 0)
+        S = len(SOURCE_STATISTICS)
+        self.w1 = nn.Parameter(torch.randn(S, hidden, generator=generator) / math.sqrt(S))
+        self.b1 = nn.Parameter(torch.zeros(hidden))
+        self.w2 = nn.Parameter(torch.zeros(hidden))  # λ starts uniform: the mean
+
+    def scores(self, stats: Tensor, ok: Tensor) -> Tensor:
+        """λ ``(..., K)`` from statistics ``(..., K, S)``; 0 on non-finite sources."""
+        s = torch.tanh(stats @ self.w1 + self.b1) @ self.w2 * self.logit_scale
+        # a gate per source, then normalised: honest sources keep equal weights (averaging
+        # their noise), where a softmax would concentrate on a few
+        gate = torch.sigmoid(s) * ok
+        return gate / gate.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def combine(self, grads: Tensor) -> Tensor:
+        """``(B, D, K)`` → ``(B, D)``: the mix, statistics computed once per instance."""
+        stats, ok = source_statistics(grads)
+        lam = self.scores(stats, ok)
+        safe = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
+        return (safe * lam.unsqueeze(1)).sum(2)
+
+    def mixing(self, inputs: Tensor | None = None) -> Tensor | None:
+        if inputs is None:
+            return None
+        return self.scores(inputs[..., 1:-1], inputs[..., -1] > 0)
+
+    def pack(self, grads: Tensor, losses: Tensor, clean_slot: Tensor | None) -> Tensor:
+        """Per coordinate: each source's gradient, its statistics and whether it is finite."""
+        B, D, K = grads.shape
+        stats, ok = source_statistics(grads)
+        safe = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
+        per_source = torch.cat((stats, ok.unsqueeze(-1).to(stats.dtype)), -1)
+        return torch.cat((safe.unsqueeze(-1), per_source.unsqueeze(1).expand(B, D, K, -1)), -1)
+
+    def init_state(self, n: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+        zeros = torch.zeros(n, device=device)
+        return zeros, zeros.clone(), zeros.clone()
+
+    def forward(self, inputs: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple]:
+        lam = self.mixing(inputs)
+        g = (lam * inputs[..., 0]).sum(-1)
+        return adam_step(g, state, self.lr)  # type: ignore[arg-type]
+
+    def arch_config(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.kind,
+            "k": self.k,
+            "lr": self.lr,
+            "hidden": self.hidden,
+            "logit_scale": self.logit_scale,
+        }
+
+
+register_net(LearnedAggregator.kind, LearnedAggregator)
