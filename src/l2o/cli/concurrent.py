@@ -14,6 +14,7 @@ from pathlib import Path
 from l2o.cli.common import add_common, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.errors import L2OError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "override a key: training (horizon=50), concurrent (clean_slot=2) "
         "or initializer option (options.levels=[0.01,0.5])",
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint after an interruption"
+    )
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -42,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         args.config, args.overrides, args.initializer, args.task, args.combiner, args.seed
     )
     out = args.out or Path("runs") / f"concurrent-{config.initializer}-{config.combiner}"
+    if not args.resume and (out / "checkpoint").exists():
+        raise L2OError(
+            f"{out} already holds a concurrent run; pass --resume to continue it "
+            "or choose another --out"
+        )
     bars: dict[str, object] = {}
 
     def on_progress(stage: str, done: int, total: int, row: dict[str, float]) -> None:
@@ -56,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix({"meta_loss": f"{row['meta_loss']:.4g}"}, refresh=False)  # type: ignore[attr-defined]
         bar.update(0)  # type: ignore[attr-defined]
 
-    results = run_experiment(config, out, on_progress)
+    results = run_experiment(config, out, on_progress, resume=args.resume)
     for bar in bars.values():
         bar.close()  # type: ignore[attr-defined]
     lam = results.get("lambda_final")

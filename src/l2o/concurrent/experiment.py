@@ -81,6 +81,12 @@ class ConcurrentConfig:
             raise L2OError(f"logit_scale must be > 0, got {self.logit_scale}")
         if self.eval_instances < 1 or self.eval_steps < 0:
             raise L2OError("eval_instances must be >= 1 and eval_steps >= 0 (0: the horizon)")
+        if self.train.second_order:
+            raise L2OError(
+                "second_order = true does not apply to the concurrent framework: the meta-loss "
+                "is the clean objective, which the combiner never differentiates through; "
+                "set second_order = false"
+            )
         if not self.adam_lrs or min(self.adam_lrs) <= 0:
             raise L2OError(f"adam_lrs must be a non-empty list of rates > 0, got {self.adam_lrs}")
 
@@ -184,8 +190,13 @@ def run_experiment(
     config: ConcurrentConfig,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train, record λ, test against the references; write everything into ``out_dir``.
+
+    With ``resume``, the combiner's meta-training continues from ``out_dir/checkpoint`` (same
+    config; ``iterations`` may grow) and ends with the weights of an uninterrupted run; the
+    references, trained without checkpoints, are trained again from their seed.
 
     Returns the ``results.json`` dictionary.
     """
@@ -199,6 +210,9 @@ def run_experiment(
             "pick another combiner"
         )
     out = Path(out_dir) if out_dir is not None else None
+    previous: list[dict[str, Any]] = []
+    if resume:
+        previous = _resumable(config, out)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "concurrent.json", json.dumps(config.to_dict(), indent=2) + "\n")
@@ -218,17 +232,23 @@ def run_experiment(
         problem = ConcurrentProblem(cset, net, train.seed, mode, clean_slot)
         recorder = LambdaRecorder(cset, problem, net) if main else None
         if recorder is not None:
-            lambda_rows.extend(recorder.initial())
+            lambda_rows.extend(previous or recorder.initial())
 
         def on_row(row: dict[str, float], name: str = name, recorder=recorder) -> None:
             if recorder is not None:
-                lambda_rows.extend(recorder.record(int(row["iteration"])))
+                iteration = int(row["iteration"])
+                lambda_rows.extend(recorder.record(iteration))
+                if out is not None and (
+                    iteration % train.checkpoint_every == 0 or iteration == train.iterations
+                ):  # with the checkpoint, so a resumed run has the λ record up to it
+                    write_lambdas(out, lambda_rows)
             if progress is not None:
                 progress(f"train {name}", int(row["iteration"]), train.iterations, row)
 
         net, history = meta_train(
             train,
             out_dir=out if main else None,
+            resume=resume and main,
             problem=problem.meta_problem(),
             net=net,
             callback=on_row,
@@ -285,6 +305,52 @@ def run_experiment(
     write_lambdas(out, lambda_rows)
     plot_lambdas(out, title=f"{config.initializer} on {train.task}: {config.combiner} λ")
     return results
+
+
+def _resumable(config: ConcurrentConfig, out: Path | None) -> list[dict[str, Any]]:
+    """Check that ``out`` holds a checkpoint of this experiment; its λ record up to it."""
+    from safetensors import safe_open
+
+    from l2o.meta.checkpoint import checkpoint_path
+
+    if out is None or not checkpoint_path(out).is_file():
+        raise L2OError(f"nothing to resume: {out} has no checkpoint/ (run without --resume)")
+    saved = json.loads((out / "concurrent.json").read_text())
+    current = config.to_dict()
+    differ = sorted(
+        k
+        for k in set(saved) | set(current)
+        if k != "train" and json.dumps(saved.get(k)) != json.dumps(current.get(k))
+    )
+    if differ:
+        raise L2OError(
+            f"{out} holds a concurrent run with another config ({', '.join(differ)} differ); "
+            "resume with the same one or use a new --out"
+        )
+    with safe_open(str(checkpoint_path(out)), framework="pt") as f:
+        upto = int(json.loads((f.metadata() or {})["state"])["iteration"])
+    return [r for r in _read_lambdas(out) if int(r["iteration"]) <= upto]
+
+
+def _read_lambdas(out: Path) -> list[dict[str, Any]]:
+    from l2o.concurrent.plots import read_lambdas
+
+    if not (out / "lambdas.csv").is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    for r in read_lambdas(out / "lambdas.csv"):
+        slot = r["slot"]
+        rows.append(
+            {
+                "iteration": int(r["iteration"]),
+                "slot": slot if slot == "*" else int(slot),
+                "variant": int(r["variant"]),
+                "label": r["label"],
+                "clean": int(r["clean"]),
+                "lambda": float(r["lambda"]),
+            }
+        )
+    return rows
 
 
 def _arch(train: TrainConfig, config: ConcurrentConfig) -> dict[str, Any]:

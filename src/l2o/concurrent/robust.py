@@ -113,6 +113,8 @@ class RobustConfig:
             check_name(name)
             if name == "oracle" or name == LEARNED:
                 raise L2OError(f"{name} is always in the study; drop it from aggregators")
+        if self.train.second_order:
+            raise L2OError("second_order = true does not apply to the robust study; drop it")
         if self.steps < 1 or self.instances < 1:
             raise L2OError("steps and instances must be >= 1")
         if not self.lrs or min(self.lrs) <= 0:
