@@ -18,10 +18,10 @@ from typing import Any
 
 def load() -> tuple[Any, Any] | None:
     """(byzfl.aggregators, byzfl.attacks), or None when byzfl is not installed."""
-    spec = importlib.util.find_spec("byzfl")
-    if spec is None or not spec.submodule_search_locations:
-        return None
     if "byzfl" not in sys.modules:
+        spec = importlib.util.find_spec("byzfl")
+        if spec is None or not spec.submodule_search_locations:
+            return None
         stub = types.ModuleType("byzfl")
         stub.__path__ = list(spec.submodule_search_locations)
         sys.modules["byzfl"] = stub

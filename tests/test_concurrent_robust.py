@@ -94,16 +94,21 @@ def test_statistics_are_scale_free_and_equivariant():
     torch.testing.assert_close(source_statistics(grads[..., perm])[0], stats[:, perm])
 
 
-def test_per_coordinate_forward_equals_the_per_instance_mix():
+def test_the_step_protocol_is_adam_on_the_mix_and_the_net_reloads(tmp_path):
+    from l2o.serialization import load, save_optimizer
+
     net = LearnedAggregator(k=5, lr=0.1, seed=1)
     with torch.no_grad():
         net.w2.normal_()
     grads = torch.randn(3, 8, 5)
-    inputs = net.pack(grads, torch.ones(3, 5), None).flatten(0, 1)
-    update, _ = net(inputs, net.init_state(24))
-    mixed = net.combine(grads).flatten()
+    update, state = net.step(grads, net.init_state(24), None, 0)
+    mixed = net.combine(grads)
     # Adam's first step: -lr * g / (|g| + eps)
     torch.testing.assert_close(update, -0.1 * mixed / (mixed.abs() + 1e-8))
+    save_optimizer(net, tmp_path)
+    again = load(tmp_path)
+    assert isinstance(again, LearnedAggregator) and again.arch_config() == net.arch_config()
+    torch.testing.assert_close(again.combine(grads), mixed)
 
 
 def test_the_learned_aggregator_learns_to_resist_an_attack():

@@ -149,6 +149,9 @@ def slot_statistics(grads: Tensor, losses: Tensor) -> Tensor:
     return torch.stack((centred(log_loss), centred(log_norm), centred(log_dev), cosine), -1)
 
 
+SCORE_SCALE = 10.0  # attention's scores, as SoftmaxNet's default logit_scale
+
+
 class AttentionNet(ConcurrentNet):
     """λ per instance and step: softmax over slots of a small MLP of each slot's statistics.
 
@@ -180,7 +183,9 @@ class AttentionNet(ConcurrentNet):
             return None
         stats = inputs[..., 1:]
         scores = torch.tanh(stats @ self.score_w1 + self.score_b1) @ self.score_w2
-        return torch.softmax(scores, -1)
+        # the softmax's logit_scale reparametrisation: Adam moves every weight by about meta_lr
+        # per step, and a λ of 0.9 on one of five slots needs score gaps of ~3 through tanh
+        return torch.softmax(SCORE_SCALE * scores, -1)
 
     def features(self, grad: Tensor) -> Tensor:
         lam = self.mixing(grad)

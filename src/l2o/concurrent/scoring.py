@@ -27,14 +27,14 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from l2o.concurrent.aggregators import finite_sources
-from l2o.errors import L2OError
-from l2o.nets import register_net
+from l2o.nets.base import OptimizerNet
+from l2o.nets.spec import NetSpec, register_net
+from l2o.tasks.base import Layout
 
 SOURCE_STATISTICS = (
     "cos_median",
@@ -115,8 +115,13 @@ def adam_step(
     return -lr * m_hat / (v_hat.sqrt() + eps), (m, v, t)
 
 
-class LearnedAggregator(nn.Module):
-    """λ ∝ sigmoid(logit_scale · MLP(statistics)) over the sources, then Adam at rate ``lr``."""
+class LearnedAggregator(OptimizerNet):
+    """λ ∝ sigmoid(logit_scale · MLP(statistics)) over the sources, then Adam at rate ``lr``.
+
+    Spec keys: ``k``, ``hidden_size`` (the scoring MLP's, 16), ``output_scale`` (Adam's learning
+    rate) and ``logit_scale`` (10). Its inputs are the K gradients ``(B, D, K)`` themselves: the
+    statistics are computed per instance inside :meth:`step`.
+    """
 
     kind = "concurrent-robust-aggregator"
 
@@ -125,16 +130,17 @@ class LearnedAggregator(nn.Module):
         k: int = 10,
         lr: float = 0.01,
         hidden: int = 16,
-        logit_scale: float = 5.0,
+        logit_scale: float = 10.0,
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise L2OError(f"{self.kind}: k (the number of sources) must be >= 1, got {k!r}")
-        if not lr > 0 or not logit_scale > 0 or hidden < 1:
-            raise L2OError(
-                f"lr and logit_scale must be > 0 and hidden >= 1, got {lr}, {logit_scale}, {hidden}"
-            )
+        self.spec = NetSpec(
+            optimizer=self.kind,
+            k=k,
+            hidden_size=hidden,
+            output_scale=lr,
+            logit_scale=logit_scale,
+        )
         self.k, self.lr, self.hidden = k, float(lr), int(hidden)
         self.logit_scale = float(logit_scale)
         generator = torch.Generator().manual_seed(seed or 0)
@@ -142,6 +148,10 @@ class LearnedAggregator(nn.Module):
         self.w1 = nn.Parameter(torch.randn(S, hidden, generator=generator) / math.sqrt(S))
         self.b1 = nn.Parameter(torch.zeros(hidden))
         self.w2 = nn.Parameter(torch.zeros(hidden))  # λ starts uniform: the mean
+
+    @classmethod
+    def from_spec(cls, spec: NetSpec, seed: int | None = None) -> LearnedAggregator:
+        return cls(spec.k, spec.output_scale, spec.hidden_size, spec.logit_scale, seed=seed)
 
     def scores(self, stats: Tensor, ok: Tensor) -> Tensor:
         """λ ``(..., K)`` from statistics ``(..., K, S)``; 0 on non-finite sources."""
@@ -151,6 +161,12 @@ class LearnedAggregator(nn.Module):
         gate = torch.sigmoid(s) * ok
         return gate / gate.sum(-1, keepdim=True).clamp_min(1e-12)
 
+    def mixing(self, inputs: Tensor | None = None) -> Tensor | None:
+        """λ ``(B, K)`` per instance, from the gradients ``(B, D, K)``."""
+        if inputs is None:
+            return None
+        return self.scores(*source_statistics(inputs))
+
     def combine(self, grads: Tensor) -> Tensor:
         """``(B, D, K)`` → ``(B, D)``: the mix, statistics computed once per instance."""
         stats, ok = source_statistics(grads)
@@ -158,36 +174,38 @@ class LearnedAggregator(nn.Module):
         safe = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
         return (safe * lam.unsqueeze(1)).sum(2)
 
-    def mixing(self, inputs: Tensor | None = None) -> Tensor | None:
-        if inputs is None:
-            return None
-        return self.scores(inputs[..., 1:-1], inputs[..., -1] > 0)
-
     def pack(self, grads: Tensor, losses: Tensor, clean_slot: Tensor | None) -> Tensor:
-        """Per coordinate: each source's gradient, its statistics and whether it is finite."""
-        B, D, K = grads.shape
-        stats, ok = source_statistics(grads)
-        safe = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
-        per_source = torch.cat((stats, ok.unsqueeze(-1).to(stats.dtype)), -1)
-        return torch.cat((safe.unsqueeze(-1), per_source.unsqueeze(1).expand(B, D, K, -1)), -1)
+        return grads
 
-    def init_state(self, n: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
-        zeros = torch.zeros(n, device=device)
-        return zeros, zeros.clone(), zeros.clone()
+    def state_names(self) -> tuple[str, ...]:
+        return ("m", "v")
 
-    def forward(self, inputs: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple]:
-        lam = self.mixing(inputs)
-        g = (lam * inputs[..., 0]).sum(-1)
-        return adam_step(g, state, self.lr)  # type: ignore[arg-type]
+    def state_widths(self) -> tuple[int, ...]:
+        return (1, 1)
 
-    def arch_config(self) -> dict[str, Any]:
-        return {
-            "optimizer": self.kind,
-            "k": self.k,
-            "lr": self.lr,
-            "hidden": self.hidden,
-            "logit_scale": self.logit_scale,
-        }
+    def step(
+        self,
+        grads: Tensor,
+        state: tuple[Tensor, ...],
+        layout: Layout | None = None,
+        step: int = 0,
+        lr: float | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        B, D = grads.shape[:2]
+        g = self.combine(grads).reshape(B * D, 1)
+        t = torch.full((), float(step), device=g.device)
+        update, (m, v, _) = adam_step(g, (state[0], state[1], t), self.lr if lr is None else lr)
+        return update.view(B, D), (m, v)
+
+    def forward(self, grads: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple]:
+        """One instance: ``grads (D, K)``."""
+        update, state = self.step(grads.unsqueeze(0), state)
+        return update.squeeze(0), state
 
 
-register_net(LearnedAggregator.kind, LearnedAggregator)
+register_net(
+    LearnedAggregator.kind,
+    LearnedAggregator.from_spec,
+    keys=("k", "hidden_size", "output_scale", "logit_scale"),
+    defaults={"hidden_size": 16, "output_scale": 0.01},
+)
