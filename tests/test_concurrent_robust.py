@@ -101,7 +101,7 @@ def test_the_step_protocol_is_adam_on_the_mix_and_the_net_reloads(tmp_path):
     with torch.no_grad():
         net.w2.normal_()
     grads = torch.randn(3, 8, 5)
-    update, state = net.step(grads, net.init_state(24), None, 0)
+    update, _ = net.step(grads, net.init_state(24), None, 0)
     mixed = net.combine(grads)
     # Adam's first step: -lr * g / (|g| + eps)
     torch.testing.assert_close(update, -0.1 * mixed / (mixed.abs() + 1e-8))
