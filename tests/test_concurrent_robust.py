@@ -76,6 +76,7 @@ def test_robust_json_is_what_product_md_says(tmp_path):
     assert aggs["mean"]["worst_case"]["1"] is None  # inf breaks the mean: diverged
     assert aggs["median"]["worst_case"]["1"] is not None
     assert (tmp_path / "robust.png").stat().st_size > 0
+    assert main(["robust", "quadratic", "--out", str(tmp_path)]) == 2  # finished: --force
 
 
 def test_cli_errors_are_one_line(capsys):
@@ -139,7 +140,7 @@ def test_the_learned_aggregator_learns_to_resist_an_attack():
     oracle = final(rule("oracle"))
     before = final(lambda g, ctx: untrained.combine(g))
     after = final(lambda g, ctx: net.combine(g))
-    assert before > 10 * oracle  # untrained: the mean, fooled
+    assert before > 2 * oracle  # untrained: the (clipped) mean, fooled
     assert after < 1.5 * oracle, (after, oracle)
 
 

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "overrides",
         'override a key: study (steps=30, held_out=["ipm"]) or meta-training (train.iterations=20)',
     )
+    parser.add_argument("--force", action="store_true", help="overwrite a finished study in --out")
     add_common(parser)
     parser.set_defaults(run=run)
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     out = args.out or Path("runs") / f"robust-{config.task}"
+    if (out / "robust.json").exists() and not args.force:
+        raise L2OError(f"{out} already holds a robust study; pass --force or choose another --out")
     bars: dict[str, object] = {}
 
     def on_progress(stage: str, done: int, total: int) -> None:

@@ -148,6 +148,7 @@ class LearnedAggregator(OptimizerNet):
         self.w1 = nn.Parameter(torch.randn(S, hidden, generator=generator) / math.sqrt(S))
         self.b1 = nn.Parameter(torch.zeros(hidden))
         self.w2 = nn.Parameter(torch.zeros(hidden))  # λ starts uniform: the mean
+        self.linear = nn.Parameter(torch.zeros(S))  # a direct path: no tanh to saturate
 
     @classmethod
     def from_spec(cls, spec: NetSpec, seed: int | None = None) -> LearnedAggregator:
@@ -155,7 +156,9 @@ class LearnedAggregator(OptimizerNet):
 
     def scores(self, stats: Tensor, ok: Tensor) -> Tensor:
         """λ ``(..., K)`` from statistics ``(..., K, S)``; 0 on non-finite sources."""
-        s = torch.tanh(stats @ self.w1 + self.b1) @ self.w2 * self.logit_scale
+        s = (
+            torch.tanh(stats @ self.w1 + self.b1) @ self.w2 + stats @ self.linear
+        ) * self.logit_scale
         # a gate per source, then normalised: honest sources keep equal weights (averaging
         # their noise), where a softmax would concentrate on a few
         gate = torch.sigmoid(s) * ok
@@ -168,11 +171,18 @@ class LearnedAggregator(OptimizerNet):
         return self.scores(*source_statistics(inputs))
 
     def combine(self, grads: Tensor) -> Tensor:
-        """``(B, D, K)`` → ``(B, D)``: the mix, statistics computed once per instance."""
+        """``(B, D, K)`` → ``(B, D)``: the mix, statistics computed once per instance.
+
+        Each source is first clipped to the median norm of the finite sources, so no single
+        source can outweigh the others by its size whatever its λ (scale free, like ARC).
+        """
         stats, ok = source_statistics(grads)
         lam = self.scores(stats, ok)
         safe = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
-        return (safe * lam.unsqueeze(1)).sum(2)
+        norms = safe.norm(dim=1, keepdim=True)  # (B, 1, K)
+        median = norms.masked_fill(~ok.unsqueeze(1), torch.nan).nanmedian(2, keepdim=True).values
+        clipped = safe * (torch.nan_to_num(median) / norms.clamp_min(1e-30)).clamp(max=1.0)
+        return (clipped * lam.unsqueeze(1)).sum(2)
 
     def pack(self, grads: Tensor, losses: Tensor, clean_slot: Tensor | None) -> Tensor:
         return grads
