@@ -144,6 +144,30 @@ def test_the_learned_aggregator_learns_to_resist_an_attack():
     assert after < 1.5 * oracle, (after, oracle)
 
 
+def test_meta_training_on_digits_has_finite_meta_gradients(tmp_path):
+    """Digits have coordinates whose gradient is exactly 0: Adam's sqrt must not give NaN."""
+    import csv
+
+    cfg = load_robust_config(
+        None,
+        [
+            "steps=3",
+            "attacks=['gaussian', 'signflip']",
+            "train.iterations=2",
+            "train.batch_size=2",
+            "train.val_instances=2",
+        ],
+        "digits-mlp",
+        k=3,
+        f=[1],
+    )
+    net = train_learned(cfg, 0.1, tmp_path, None)
+    with open(tmp_path / "learned" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["skipped"]) for r in rows] == [0, 0]
+    assert float(net.linear.abs().sum()) > 0  # it moved
+
+
 def test_run_robust_in_memory():
     cfg = load_robust_config(
         None, [*TINY, "aggregators=['median']", "learned=false"], "quadratic", k=5, f=[1]

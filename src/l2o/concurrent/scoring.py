@@ -112,7 +112,8 @@ def adam_step(
     v = b2 * v + (1 - b2) * g * g
     m_hat = m / (1 - b1**t)
     v_hat = v / (1 - b2**t)
-    return -lr * m_hat / (v_hat.sqrt() + eps), (m, v, t)
+    # clamped: coordinates whose gradient is exactly 0 (unused pixels) would give sqrt'(0) = inf
+    return -lr * m_hat / (v_hat.clamp_min(1e-30).sqrt() + eps), (m, v, t)
 
 
 class LearnedAggregator(OptimizerNet):
