@@ -216,11 +216,11 @@ ATTACK_OPTIONS = ("k", "f", "alpha", "sigma")
 def build_attack_set(
     name: str, task: str, task_options: Mapping[str, Any], options: Mapping[str, Any]
 ) -> AttackSet:
-    """Attack ``name`` on ``task``: options ``k`` (10), ``f`` (2), ``alpha`` (digits shards'
+    """Attack ``name`` on ``task``: options ``k`` (6), ``f`` (2), ``alpha`` (digits shards'
     Dirichlet sizes; none: equal), ``sigma`` (the quadratic's noise, 1.0)."""
     check_attacks([name])
     _no_unknown(name, options, ATTACK_OPTIONS)
-    k, f = options.get("k", 10), options.get("f", 2)
+    k, f = options.get("k", 6), options.get("f", 2)
     for key, value in (("k", k), ("f", f)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise L2OError(f"{name}: {key} must be an integer >= 0, got {value!r}")
