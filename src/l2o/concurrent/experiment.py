@@ -114,8 +114,8 @@ _OWN_KEYS = {f.name for f in dataclasses.fields(ConcurrentConfig)} - {"train"}
 
 # Per base task, what `l2o concurrent INITIALIZER` uses unless told otherwise, so that the
 # defaults (a combiner and four references meta-trained, Adam tuned) finish within 5 minutes on
-# a shared 2-core machine: the quadratic's are configs/concurrent-noise.toml's; digits get half
-# the iterations of configs/concurrent-poison.toml (softmax λ ≈ 0.98 on the clean slot there).
+# a shared 2-core machine: the quadratic's are configs/concurrent-noise.toml's; digits get 15 of
+# the 40 iterations of configs/concurrent-poison.toml (softmax λ ≈ 0.98 on the clean slot there).
 CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "quadratic": {
         "batch_size": 32,
@@ -130,11 +130,11 @@ CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "batch_size": 4,
         "horizon": 40,
         "truncation": 10,
-        "iterations": 20,
-        "val_every": 20,
+        "iterations": 15,
+        "val_every": 15,
         "val_instances": 8,
-        "checkpoint_every": 10,
-        "eval_instances": 32,
+        "checkpoint_every": 5,
+        "eval_instances": 16,
     },
 }
 

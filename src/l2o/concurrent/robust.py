@@ -59,10 +59,10 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits-mlp": {
         "task_options": {"batch_size": 32},  # each source's minibatch (a client's step)
         "steps": 50,
-        "instances": 12,
+        "instances": 10,
         "train": {
             "batch_size": 8,
-            "iterations": 60,
+            "iterations": 50,
             "meta_lr": 0.03,
             "val_every": 20,
             "val_instances": 12,
