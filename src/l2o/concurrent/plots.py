@@ -80,7 +80,7 @@ def plot_robust(run_dir: str | Path) -> Path:
     for name, agg in data["aggregators"].items():
         ys = [agg["worst_case"][str(f)] for f in fs]
         shown = [top if y is None else y for y in ys]
-        label = name + (" (learned)" if agg["learned"] else "")
+        label = f"{name} (learned)" if agg["learned"] and "learned" not in name else name
         label += " (clean reference)" if "advantage" in agg else ""
         (line,) = ax.plot(fs, shown, lw=2.8 if agg["learned"] else 1.2, marker="o", label=label)
         for f, y in zip(fs, ys):
@@ -88,6 +88,8 @@ def plot_robust(run_dir: str | Path) -> Path:
                 ax.plot([f], [top], marker="x", ms=10, color=line.get_color())
     ax.plot(fs, [data["oracle"][str(f)] for f in fs], "k--", lw=1.5, label="oracle (honest mean)")
     ax.set_yscale("log")
+    if any(v is None for a in data["aggregators"].values() for v in a["worst_case"].values()):
+        ax.text(0.01, 0.99, "× at the top: diverged", transform=ax.transAxes, va="top", fontsize=7)
     ax.set_xticks(fs)
     ax.set_xlabel(f"f (Byzantine sources of K = {data['k']})")
     ax.set_ylabel("worst-case clean loss (median over test instances)")
