@@ -131,11 +131,9 @@ STATISTICS = ("loss", "grad_norm", "deviation", "cosine")
 def slot_statistics(grads: Tensor, losses: Tensor) -> Tensor:
     """Per instance and slot ``(B, K, 4)``: what attention looks at, comparable across slots.
 
-    Log loss minus the lowest log loss over the K slots (0 for the best-fitting slot: late in a
-    run the clean optimizee's own loss is the smallest by far), log gradient norm and log
-    distance from the coordinatewise median gradient, each minus its mean over the K slots (so
-    they are scale free), and the cosine with the mean gradient. Every statistic is invariant
-    to the order of the slots.
+    Log loss, log gradient norm and log distance from the coordinatewise median gradient, each
+    minus its mean over the K slots (so they are scale free), and the cosine with the mean
+    gradient. Every statistic is invariant to the order of the slots.
     """
     tiny = 1e-12
     log_loss = losses.clamp_min(tiny).log()
@@ -148,11 +146,7 @@ def slot_statistics(grads: Tensor, losses: Tensor) -> Tensor:
     def centred(x: Tensor) -> Tensor:
         return (x - x.mean(1, keepdim=True)).clamp(-10.0, 10.0)
 
-    above_best = (log_loss - log_loss.min(1, keepdim=True).values).clamp(0.0, 10.0)
-    return torch.stack((above_best, centred(log_norm), centred(log_dev), cosine), -1)
-
-
-SCORE_SCALE = 10.0  # attention's scores, as SoftmaxNet's default logit_scale
+    return torch.stack((centred(log_loss), centred(log_norm), centred(log_dev), cosine), -1)
 
 
 class AttentionNet(ConcurrentNet):
@@ -186,9 +180,7 @@ class AttentionNet(ConcurrentNet):
             return None
         stats = inputs[..., 1:]
         scores = torch.tanh(stats @ self.score_w1 + self.score_b1) @ self.score_w2
-        # the softmax's logit_scale reparametrisation: Adam moves every weight by about meta_lr
-        # per step, and a λ of 0.9 on one of five slots needs score gaps of ~3 through tanh
-        return torch.softmax(SCORE_SCALE * scores, -1)
+        return torch.softmax(scores, -1)
 
     def features(self, grad: Tensor) -> Tensor:
         lam = self.mixing(grad)
