@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build lies on disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# ByzFL, the reference the robust aggregators are tested against: without its dependencies,
+	# which pin torchvision (and with it another torch build); its aggregators need numpy/scipy.
+	$(PY) -m pip install --quiet --no-deps byzfl==0.0.11
 	touch $(STAMP)
 
 # Test-only dependencies (Lightning, transformers): torch named again so pip keeps the pinned one.

@@ -156,4 +156,6 @@ def test_initializers_reject_bad_options_with_clear_errors(name, task, options, 
 
 
 def test_describe_all_lists_every_initializer():
-    assert set(describe_all()) == {"noise", "poison", "shards", "rotation", "grid"}
+    data = {"noise", "poison", "shards", "rotation", "grid"}
+    attacks = {"signflip", "ipm", "alie", "gaussian", "inf"}
+    assert set(describe_all()) == data | attacks

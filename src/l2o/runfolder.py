@@ -117,7 +117,7 @@ def decide(folder: Path, state: RunState, kind: str, resume: bool, force: bool) 
         raise L2OError(f"{where}; pass --force to replace it, or choose another --out")
     if kind in RERUNNABLE:
         return "rerun"
-    if kind == "train":
+    if kind in ("train", "concurrent"):  # both checkpoint and resume
         if resume and state.checkpoint:
             return "resume"
         if resume:
@@ -131,9 +131,6 @@ def decide(folder: Path, state: RunState, kind: str, resume: bool, force: bool) 
         raise L2OError(
             f"{where}; pass --resume to {what}, --force to start over, or choose another --out"
         )
-    # concurrent: no checkpoints to resume; an interrupted run starts over
-    if state.status == "interrupted":
-        return "fresh"
     raise L2OError(f"{where}; pass --force to run it again, or choose another --out")
 
 

@@ -37,10 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "override a key: training (horizon=50), concurrent (clean_slot=2) "
         "or initializer option (options.levels=[0.01,0.5])",
     )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint after an interruption"
+    )
     add_common(parser)
     add_force(parser)
     parser.set_defaults(
-        run=run, on_interrupt="concurrent runs do not resume: rerun the same command to start over"
+        run=run, on_interrupt="continue with the same command and --resume"
     )
 
 
@@ -65,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix({"meta_loss": f"{row['meta_loss']:.4g}"}, refresh=False)  # type: ignore[attr-defined]
         bar.update(0)  # type: ignore[attr-defined]
 
-    with open_run(out, "concurrent", force=args.force) as folder:
+    with open_run(out, "concurrent", resume=args.resume, force=args.force) as folder:
         try:
-            results = run_experiment(config, out, on_progress)
+            results = run_experiment(config, out, on_progress, resume=folder.mode == "resume")
         finally:
             for bar in bars.values():
                 bar.close()  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "l2o.cli.evaluate",
     "l2o.cli.compare",
     "l2o.cli.concurrent",
+    "l2o.cli.robust",
     "l2o.cli.reproduce",
 ]
 

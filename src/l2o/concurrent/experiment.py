@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from l2o import checks, interrupts
+from l2o.concurrent.attacks import AttackSet
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
 from l2o.concurrent.plots import plot_lambdas
@@ -41,6 +43,7 @@ from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
 from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, write_csv, write_json
 from l2o.serialization import save_optimizer
+from l2o.tasks import task_train_defaults
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,12 @@ class ConcurrentConfig:
             raise L2OError(f"logit_scale must be > 0, got {self.logit_scale}")
         if self.eval_instances < 1 or self.eval_steps < 0:
             raise L2OError("eval_instances must be >= 1 and eval_steps >= 0 (0: the horizon)")
+        if self.train.second_order:
+            raise L2OError(
+                "second_order = true does not apply to the concurrent framework: the meta-loss "
+                "is the clean objective, which the combiner never differentiates through; "
+                "set second_order = false"
+            )
         if not self.adam_lrs or min(self.adam_lrs) <= 0:
             raise L2OError(f"adam_lrs must be a non-empty list of rates > 0, got {self.adam_lrs}")
 
@@ -108,6 +117,32 @@ class ConcurrentConfig:
 
 
 _OWN_KEYS = {f.name for f in dataclasses.fields(ConcurrentConfig)} - {"train"}
+
+# Per base task, what `l2o concurrent INITIALIZER` uses unless told otherwise, so that the
+# defaults (a combiner and four references meta-trained, Adam tuned) finish within 5 minutes on
+# a shared 2-core machine: the quadratic's are configs/concurrent-noise.toml's; digits get 15 of
+# the 40 iterations of configs/concurrent-poison.toml (softmax λ ≈ 0.98 on the clean slot there).
+CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quadratic": {
+        "batch_size": 32,
+        "horizon": 100,
+        "truncation": 20,
+        "iterations": 100,
+        "val_every": 25,
+        "val_instances": 32,
+        "checkpoint_every": 25,
+    },
+    "digits-mlp": {
+        "batch_size": 4,
+        "horizon": 40,
+        "truncation": 10,
+        "iterations": 15,
+        "val_every": 15,
+        "val_instances": 8,
+        "checkpoint_every": 5,
+        "eval_instances": 16,
+    },
+}
 
 
 def load_concurrent_config(
@@ -142,6 +177,17 @@ def load_concurrent_config(
     own = {k: v for k, v in values.items() if k in _OWN_KEYS}
     rest = {k: v for k, v in values.items() if k not in _OWN_KEYS}
     rest.setdefault("task", default_task(own.get("initializer", "noise")))
+    # the rule of l2o.config.load_config: the task's recommended settings first (digits: 8
+    # instances per meta-iteration, not 128), then the concurrent ones (K nets of K gradients
+    # each: smaller still), then the file, then the overrides
+    task = str(rest["task"])
+    smaller = CONCURRENT_DEFAULTS.get(task, {})
+    own = {k: v for k, v in smaller.items() if k in _OWN_KEYS} | own
+    rest = {
+        **task_train_defaults(task),
+        **{k: v for k, v in smaller.items() if k not in _OWN_KEYS},
+        **rest,
+    }
     try:
         return ConcurrentConfig(**own, train=config_from_dict(rest))
     except TypeError as exc:
@@ -152,7 +198,8 @@ def check_experiment(config: ConcurrentConfig) -> ConcurrentSet:
     """Build the experiment's optimizee set, refusing what cannot run (before anything runs)."""
     train = config.train
     cset = build_set(config.initializer, train.task, train.task_options, config.options)
-    if config.combiner == "oracle" and cset.clean is None:
+    has_oracle = cset.clean is not None or isinstance(cset, AttackSet)
+    if config.combiner == "oracle" and not has_oracle:
         raise L2OError(
             f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
             "pick another combiner"
@@ -172,14 +219,22 @@ def run_experiment(
     config: ConcurrentConfig,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train, record λ, test against the references; write everything into ``out_dir``.
+
+    With ``resume``, the combiner's meta-training continues from ``out_dir/checkpoint`` (same
+    config; ``iterations`` may grow) and ends with the weights of an uninterrupted run; the
+    references, trained without checkpoints, are trained again from their seed.
 
     Returns the ``results.json`` dictionary.
     """
     train = config.train
     cset = check_experiment(config)
     out = Path(out_dir) if out_dir is not None else None
+    previous: list[dict[str, Any]] = []
+    if resume:
+        previous = _resumable(config, out)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "concurrent.json", config.to_dict())
@@ -189,7 +244,8 @@ def run_experiment(
     lambda_rows: list[dict[str, Any]] = []
 
     names = [config.combiner] + [r for r in config.references if r not in ("adam", config.combiner)]
-    if cset.clean is None and "oracle" in names:
+    has_oracle = cset.clean is not None or isinstance(cset, AttackSet)
+    if not has_oracle and "oracle" in names:
         names.remove("oracle")  # no clean optimizee (e.g. shards): nothing to be an oracle of
     for name in names:
         main = name == config.combiner
@@ -199,17 +255,23 @@ def run_experiment(
         problem = ConcurrentProblem(cset, net, train.seed, mode, clean_slot)
         recorder = LambdaRecorder(cset, problem, net) if main else None
         if recorder is not None:
-            lambda_rows.extend(recorder.initial())
+            lambda_rows.extend(previous or recorder.initial())
 
         def on_row(row: dict[str, float], name: str = name, recorder=recorder) -> None:
             if recorder is not None:
-                lambda_rows.extend(recorder.record(int(row["iteration"])))
+                iteration = int(row["iteration"])
+                lambda_rows.extend(recorder.record(iteration))
+                if out is not None and (
+                    iteration % train.checkpoint_every == 0 or iteration == train.iterations
+                ):  # with the checkpoint, so a resumed run has the λ record up to it
+                    write_lambdas(out, lambda_rows)
             if progress is not None:
                 progress(f"train {name}", int(row["iteration"]), train.iterations, row)
 
         net, history = meta_train(
             train,
             out_dir=out if main else None,
+            resume=resume and main,
             problem=problem.meta_problem(),
             net=net,
             callback=on_row,
@@ -267,6 +329,52 @@ def run_experiment(
     write_lambdas(out, lambda_rows)
     plot_lambdas(out, title=f"{config.initializer} on {train.task}: {config.combiner} λ")
     return results
+
+
+def _resumable(config: ConcurrentConfig, out: Path | None) -> list[dict[str, Any]]:
+    """Check that ``out`` holds a checkpoint of this experiment; its λ record up to it."""
+    from safetensors import safe_open
+
+    from l2o.meta.checkpoint import checkpoint_path
+
+    if out is None or not checkpoint_path(out).is_file():
+        raise L2OError(f"nothing to resume: {out} has no checkpoint/ (run without --resume)")
+    saved = json.loads((out / "concurrent.json").read_text())
+    current = config.to_dict()
+    differ = sorted(
+        k
+        for k in set(saved) | set(current)
+        if k != "train" and json.dumps(saved.get(k)) != json.dumps(current.get(k))
+    )
+    if differ:
+        raise L2OError(
+            f"{out} holds a concurrent run with another config ({', '.join(differ)} differ); "
+            "resume with the same one or use a new --out"
+        )
+    with safe_open(str(checkpoint_path(out)), framework="pt") as f:
+        upto = int(json.loads((f.metadata() or {})["state"])["iteration"])
+    return [r for r in _read_lambdas(out) if int(r["iteration"]) <= upto]
+
+
+def _read_lambdas(out: Path) -> list[dict[str, Any]]:
+    from l2o.concurrent.plots import read_lambdas
+
+    if not (out / "lambdas.csv").is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    for r in read_lambdas(out / "lambdas.csv"):
+        slot = r["slot"]
+        rows.append(
+            {
+                "iteration": int(r["iteration"]),
+                "slot": slot if slot == "*" else int(slot),
+                "variant": int(r["variant"]),
+                "label": r["label"],
+                "clean": int(r["clean"]),
+                "lambda": float(r["lambda"]),
+            }
+        )
+    return rows
 
 
 def _arch(train: TrainConfig, config: ConcurrentConfig) -> dict[str, Any]:

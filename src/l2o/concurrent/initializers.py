@@ -564,18 +564,31 @@ def build_set(
     options: Mapping[str, Any] | None = None,
 ) -> ConcurrentSet:
     """The K optimizees of initializer ``name`` on ``task`` (default: the initializer's own)."""
+    from l2o.concurrent.attacks import ATTACKS, build_attack_set
+
+    if name in ATTACKS and name not in INITIALIZERS:  # f of K sources Byzantine (attacks.py)
+        return build_attack_set(name, task or "digits-mlp", task_options or {}, options or {})
     if name not in INITIALIZERS:
-        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(INITIALIZERS)}")
+        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(describe_all())}")
     builder, default_task, _ = INITIALIZERS[name]
     return builder(task or default_task, dict(task_options or {}), dict(options or {}))
 
 
 def default_task(name: str) -> str:
+    from l2o.concurrent.attacks import ATTACKS
+
+    if name in ATTACKS and name not in INITIALIZERS:
+        return "digits-mlp"
     if name not in INITIALIZERS:
-        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(INITIALIZERS)}")
+        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(describe_all())}")
     return INITIALIZERS[name][1]
 
 
 def describe_all() -> dict[str, str]:
-    """Initializer name → one-line description (for ``l2o list``)."""
-    return {name: desc for name, (_, _, desc) in INITIALIZERS.items()}
+    """Initializer name → one-line description (for ``l2o list``), attacks included."""
+    from l2o.concurrent.attacks import ATTACKS
+
+    out = {name: desc for name, (_, _, desc) in INITIALIZERS.items()}
+    for name, (_, desc) in ATTACKS.items():
+        out.setdefault(name, f"attack (f of K sources Byzantine): {desc}")
+    return out
