@@ -41,7 +41,7 @@ from l2o.evaluate import Evaluation, write_evaluation
 from l2o.meta.health import check_memory
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
-from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, write_csv, write_json
+from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, read_lambda_rows, write_csv, write_json
 from l2o.serialization import save_optimizer
 from l2o.tasks import task_train_defaults
 
@@ -357,24 +357,9 @@ def _resumable(config: ConcurrentConfig, out: Path | None) -> list[dict[str, Any
 
 
 def _read_lambdas(out: Path) -> list[dict[str, Any]]:
-    from l2o.concurrent.plots import read_lambdas
-
-    if not (out / "lambdas.csv").is_file():
+    if not (out / LAMBDAS_FILE).is_file():
         return []
-    rows: list[dict[str, Any]] = []
-    for r in read_lambdas(out / "lambdas.csv"):
-        slot = r["slot"]
-        rows.append(
-            {
-                "iteration": int(r["iteration"]),
-                "slot": slot if slot == "*" else int(slot),
-                "variant": int(r["variant"]),
-                "label": r["label"],
-                "clean": int(r["clean"]),
-                "lambda": float(r["lambda"]),
-            }
-        )
-    return rows
+    return read_lambda_rows(out / LAMBDAS_FILE)
 
 
 def _arch(train: TrainConfig, config: ConcurrentConfig) -> dict[str, Any]:
