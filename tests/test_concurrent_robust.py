@@ -96,7 +96,8 @@ def test_statistics_are_scale_free_and_equivariant():
 
 
 def test_the_step_protocol_is_adam_on_the_mix_and_the_net_reloads(tmp_path):
-    from l2o.serialization import load, save_optimizer
+    from l2o.resolve import load
+    from l2o.serialization import save_optimizer
 
     net = LearnedAggregator(k=5, lr=0.1, seed=1)
     with torch.no_grad():
