@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: install demo reproduce test test-all lint bench clean
 
@@ -12,7 +13,15 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build lies on disk; an unpinned torch pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,postgres]'
+	# ByzFL, the reference the robust aggregators are tested against: without its dependencies,
+	# which pin torchvision (and with it another torch build); its aggregators need numpy/scipy.
+	$(PY) -m pip install --quiet --no-deps byzfl==0.0.11
 	touch $(STAMP)
+
+# Test-only dependencies (Lightning, transformers): torch named again so pip keeps the pinned one.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0 -e '.[dev,test]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -24,10 +33,10 @@ reproduce: $(STAMP)
 	$(VENV)/bin/l2o reproduce --out runs/full
 	$(PY) scripts/publish_report.py runs/full docs/reproduce
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP)

@@ -16,7 +16,6 @@ the one-line ``summary`` that ``l2o list`` prints.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shutil
@@ -24,16 +23,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from l2o.records import read_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED = ROOT / "src" / "l2o" / "pretrained"
 
 
 def training_summary(run: Path) -> dict[str, Any]:
     """The metrics.csv of a run, summarised: iterations, time, best validation, its curve."""
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    val = [(int(r["iteration"]), float(r["val_loss"])) for r in rows if r["val_loss"] != "nan"]
-    val = [(i, v) for i, v in val if math.isfinite(v)]
+    rows = read_metrics(run)
+    val = [(r["iteration"], r["val_loss"]) for r in rows if math.isfinite(r["val_loss"])]
     best = min(val, key=lambda iv: iv[1]) if val else (None, None)
     last = rows[-1]
     return {
@@ -85,6 +84,32 @@ def compare_summary(folder: Path) -> dict[str, Any]:
     }
 
 
+def suite_summary(folder: Path) -> list[dict[str, Any]]:
+    """One row per setting of an ``l2o compare --generalization`` folder, with tuned Adam's too."""
+    rows = []
+    for entry in json.loads((folder / "generalization.json").read_text()):
+        results = folder / "generalization" / entry["setting"] / "results.json"
+        adam = None
+        if results.is_file():
+            stats = json.loads(results.read_text())["optimizers"].get("adam", {})
+            adam = stats.get("final_loss_median")
+        learned = entry["learned_median"]
+        rows.append(
+            {
+                "setting": entry["setting"],
+                "steps": entry["steps"],
+                "learned_median": learned,
+                "diverged": entry.get("learned_diverged", 0),
+                "best_baseline": entry["best_baseline"],
+                "best_baseline_median": entry["best_baseline_median"],
+                "ratio_to_best": entry["ratio"],
+                "adam_median": adam,
+                "ratio_to_adam": learned / adam if adam and learned is not None else None,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
@@ -100,6 +125,15 @@ def main() -> None:
         metavar=("DIR", "COMMAND"),
         help="another l2o compare folder (e.g. at other steps) and its command, recorded too",
     )
+    parser.add_argument(
+        "--suite",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("DIR", "COMMAND"),
+        help="an l2o compare --generalization folder and its command: a table in the card",
+    )
+    parser.add_argument("--summary", default="", help="the line `l2o list` prints (optional)")
     parser.add_argument("--note", default="", help="anything a user of it should know")
     args = parser.parse_args()
     run: Path = args.run
@@ -138,6 +172,13 @@ def main() -> None:
             {"command": command, **compare_summary(Path(folder))}
             for folder, command in args.also_compare
         ]
+    if args.suite:
+        card["generalization"] = [
+            {"command": command, "settings": suite_summary(Path(folder))}
+            for folder, command in args.suite
+        ]
+    if args.summary:
+        card["summary"] = args.summary
     if args.note:
         card["note"] = args.note
     path = PRETRAINED / f"{args.name}.card.json"

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 import l2o
 from l2o.cli.main import main
@@ -123,3 +124,77 @@ def test_attention_finds_the_shuffled_clean_slot_on_noisy_least_squares():
     results = run_experiment(config)
     # five slots: uniform λ would give 0.2 to the clean one
     assert results["lambda_test"]["attention"]["clean_final_step_mean"] >= 0.5
+
+
+def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path):
+    """Killed after the checkpoint of iteration 2 (of 4), resumed: the same weights and λ record
+    as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    over = [*TINY, "iterations=4", "checkpoint_every=2", "references=[]"]
+    config = load_concurrent_config(None, over, "noise")
+    run_experiment(config, tmp_path / "whole")
+
+    def stop_at_3(stage: str, done: int, total: int, row: dict) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "cut", stop_at_3)
+    assert not (tmp_path / "cut" / "optimizer.safetensors").exists()
+    assert (
+        main(
+            [
+                "concurrent",
+                "noise",
+                *[x for s in over for x in ("--set", s)],
+                "--out",
+                str(tmp_path / "cut"),
+            ]
+        )
+        == 2
+    )  # refused without --resume
+    run_experiment(config, tmp_path / "cut", resume=True)
+    whole = load_file(tmp_path / "whole" / "optimizer.safetensors")
+    cut = load_file(tmp_path / "cut" / "optimizer.safetensors")
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        assert torch.equal(whole[key], cut[key]), key
+    lam = [(tmp_path / d / "lambdas.csv").read_text() for d in ("whole", "cut")]
+    assert lam[0] == lam[1]
+
+
+def test_resume_needs_a_checkpoint_and_the_same_config(tmp_path):
+    config = load_concurrent_config(None, [*TINY, "references=[]"], "noise")
+    with pytest.raises(L2OError, match="nothing to resume"):
+        run_experiment(config, tmp_path, resume=True)
+    run_experiment(config, tmp_path)
+    other = load_concurrent_config(None, [*TINY, "references=[]", "logit_scale=3"], "noise")
+    with pytest.raises(L2OError, match="logit_scale"):
+        run_experiment(other, tmp_path, resume=True)
+
+
+def test_second_order_is_a_one_line_error(capsys):
+    assert main(["concurrent", "noise", "--set", "second_order=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: second_order") and err.count("\n") == 1
+
+
+def test_an_attack_is_an_initializer_with_an_honest_mean_oracle(tmp_path):
+    over = [
+        "iterations=2",
+        "batch_size=2",
+        "horizon=4",
+        "truncation=2",
+        "val_every=2",
+        "val_instances=2",
+        "eval_instances=2",
+        "adam_lrs=[0.1]",
+        "options.k=4",
+        "options.f=1",
+        "references=['oracle', 'median', 'adam']",
+    ]
+    config = load_concurrent_config(None, over, "signflip", task="quadratic")
+    results = run_experiment(config, tmp_path)
+    assert set(results["optimizers"]) == {"softmax", "oracle", "median", "adam"}
+    assert results["clean_slot"] is None and len(results["slots"]) == 4

@@ -143,7 +143,7 @@ def test_grid_builds_the_cartesian_product_and_finds_the_clean_point():
         ("poison", "digits-mlp", {"rates": [0, 1.5]}, r"in \[0, 1\]"),
         ("poison", "quadratic", {}, "works on digits-mlp"),
         ("rotation", "digits-mlp", {"angles": ["a"]}, "number"),
-        ("shards", "digits-mlp", {"parts": 0}, "parts must be an integer >= 1"),
+        ("shards", "digits-mlp", {"parts": 0}, "parts \\(K\\) must be >= 1"),
         ("shards", "digits-mlp", {"alpha": -1}, "alpha"),
         ("grid", "digits-mlp", {"options": {"hidden": [[20], [40]]}}, "parameter count"),
         ("grid", "digits-mlp", {"options": {"activation": []}}, "non-empty list"),
@@ -156,4 +156,6 @@ def test_initializers_reject_bad_options_with_clear_errors(name, task, options, 
 
 
 def test_describe_all_lists_every_initializer():
-    assert set(describe_all()) == {"noise", "poison", "shards", "rotation", "grid"}
+    data = {"noise", "poison", "shards", "rotation", "grid"}
+    attacks = {"signflip", "ipm", "alie", "gaussian", "inf"}
+    assert set(describe_all()) == data | attacks

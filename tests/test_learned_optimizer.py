@@ -277,3 +277,20 @@ def test_pretrained_card_says_where_it_came_from(name: str) -> None:
     theta.grad = torch.ones(3)
     l2o.LearnedOptimizer([theta], net).step()
     assert torch.isfinite(theta).all() and not torch.equal(theta, torch.ones(3))
+
+
+def test_default_network_is_the_shipped_general_optimizer_and_trains_a_model() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt = l2o.LearnedOptimizer(model.parameters())  # no network given: `general`
+    assert opt.net.arch_config() == l2o.pretrained("general").arch_config()
+    x = torch.randn(64, 8)
+    y = x[:, :1] * 2.0 - x[:, 1:2]
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        loss = (model(x) - y).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]

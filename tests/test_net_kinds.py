@@ -23,6 +23,7 @@ KINDS = {
     "lstm": {},
     "mlp": {},
     "mlp-nominal-norm": {"optimizer": "mlp", "nominal": True, "update_norm": True},
+    "mlp-relative": {"optimizer": "mlp", "param_scale": True},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -163,8 +164,24 @@ def test_zero_gradient_coordinates_do_not_move(name) -> None:
     net = build_net(_arch(name), seed=0)
     grads = torch.randn(2, 8)
     grads[:, :3] = 0.0
-    update, _ = net.step(grads, net.init_state(16), step=5)
+    kw = {"params": torch.randn(2, 8)} if net.needs_params else {}
+    update, _ = net.step(grads, net.init_state(16), step=5, **kw)
     assert torch.equal(update[:, :3], torch.zeros(2, 3))
     off = build_net({**_arch(name), "skip_zero_grad": False}, seed=0)
-    moved, _ = off.step(grads, off.init_state(16), step=5)
+    moved, _ = off.step(grads, off.init_state(16), step=5, **kw)
     assert moved[:, :3].abs().sum() > 0
+
+
+def test_param_scale_steps_are_relative_to_each_tensor() -> None:
+    """Rescaling a tensor's parameters rescales its steps (floored at 1e-3 for tensors at 0)."""
+    net = build_net({"optimizer": "mlp", "param_scale": True}, seed=0)
+    layout = ((3, 4), (4,))
+    grads, params = torch.randn(1, 16), torch.randn(1, 16)
+    base, _ = net.step(grads, net.init_state(16), layout, 0, params=params)
+    scaled = params.clone()
+    scaled[:, :12] *= 100.0
+    bigger, _ = net.step(grads, net.init_state(16), layout, 0, params=scaled)
+    torch.testing.assert_close(bigger[:, :12], 100.0 * base[:, :12])
+    torch.testing.assert_close(bigger[:, 12:], base[:, 12:])
+    zero, _ = net.step(grads, net.init_state(16), layout, 0, params=torch.zeros(1, 16))
+    assert zero.abs().max() > 0  # the floor keeps zero-initialised tensors moving

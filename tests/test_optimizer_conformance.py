@@ -41,6 +41,7 @@ def loaded_net(tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
 KINDS = {
     "mlp": {"optimizer": "mlp"},
     "mlp-nominal": {"optimizer": "mlp", "nominal": True, "update_norm": True},
+    "mlp-relative": {"optimizer": "mlp", "param_scale": True},
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

@@ -129,11 +129,17 @@ def test_bad_pes_config(changes, message):
         TrainConfig(**changes)
 
 
-# The concurrent combiners need the concurrent framework's inputs, not a plain task's.
-@pytest.mark.parametrize("kind", [k for k in net_names() if not k.startswith("concurrent")])
-def test_pes_trains_every_net_kind(kind):
+# The concurrent combiners need the concurrent framework's inputs, not a plain task's; the mlp
+# with param_scale also reads θ (needs_params), which PES must pass through.
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [(k, {}) for k in net_names() if not k.startswith("concurrent")]
+    + [("mlp", {"param_scale": True})],
+)
+def test_pes_trains_every_net_kind(kind, options):
     config = TrainConfig(
         optimizer=kind,
+        **options,
         iterations=1,
         batch_size=4,
         horizon=6,

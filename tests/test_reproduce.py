@@ -3,13 +3,19 @@ the files back."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 
-from l2o.reproduce import Step, plan, run_steps
+from l2o.cli.reproduce import run_command
+from l2o.reproduce import Step, plan
+from l2o.reproduce import run_steps as _run_steps
 from l2o.reproduce.report import write_report
 from l2o.reproduce.runner import DONE_FILE
+
+# The library runs command lines through the dispatcher it is given (it never imports the CLI).
+run_steps = functools.partial(_run_steps, execute=run_command)
 
 STEPS = [
     Step(

@@ -90,7 +90,7 @@ def test_quadratic_definition():
     [
         ("nope", {}, "unknown task 'nope'"),
         ("quadratic", {"dim": 0}, "dim must be"),
-        ("quadratic", {"size": 3}, "invalid options"),
+        ("quadratic", {"size": 3}, "unknown option"),
         ("digits-mlp", {"activation": "swish"}, "activation must be one of"),
         ("digits-mlp", {"hidden": [0]}, "hidden must be"),
     ],

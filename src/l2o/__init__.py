@@ -2,8 +2,11 @@
 
 Example:
     >>> import l2o
-    >>> cfg = l2o.TrainConfig(task="quadratic", iterations=2, batch_size=4, horizon=10)
+    >>> cfg = l2o.TrainConfig(task="quadratic", iterations=2, batch_size=4, horizon=10,
+    ...                       truncation=5, val_instances=4)
     >>> net, history = l2o.meta_train(cfg)
+    >>> len(history.rows)
+    2
 """
 
 from l2o import pretrained, tasks
@@ -13,7 +16,8 @@ from l2o.errors import L2OError
 from l2o.meta import meta_train
 from l2o.nets import LSTMOptimizer, build_net
 from l2o.optim import LearnedOptimizer
-from l2o.serialization import load, save_optimizer
+from l2o.resolve import load
+from l2o.serialization import save_optimizer
 
 __all__ = [
     "L2OError",
@@ -30,4 +34,15 @@ __all__ = [
     "save_optimizer",
     "tasks",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("l2o")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()

@@ -11,12 +11,14 @@ the same instances, minibatches and initial parameters as the learned optimizer.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from l2o import checks
 from l2o.config import parse_value
 from l2o.errors import L2OError
 
@@ -53,7 +55,7 @@ class Baseline:
         kwargs = {**self.defaults, **hyperparameters, **self.fixed}
         try:
             return self.optimizer(params, **kwargs)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, IndexError) as exc:
             raise L2OError(
                 f"baseline {self.name}: invalid hyperparameters {dict(kwargs)}: {exc}"
             ) from None
@@ -116,13 +118,16 @@ def parse_baseline(spec: str) -> tuple[Baseline, dict[str, Any]]:
     name, _, rest = spec.partition(":")
     baseline = get_baseline(name.strip().lower())
     hyperparameters: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in filter(None, (s.strip() for s in re.split(r",(?![^\[]*\])", rest))):
         key, sep, raw = item.partition("=")
         if not sep:
             raise L2OError(f"baseline {spec!r}: expected key=value, got {item!r}")
         value = parse_value(raw.strip())
-        if isinstance(value, str):
-            raise L2OError(f"baseline {spec!r}: {key} must be a number, got {raw!r}")
+        name = f"baseline {spec!r}: {key.strip()}"
+        if isinstance(value, list):
+            value = tuple(checks.number(name, v) for v in value)  # e.g. betas=[0.9, 0.99]
+        else:
+            value = checks.number(name, value)
         hyperparameters[key.strip()] = value
     baseline.make([torch.zeros(1, requires_grad=True)], hyperparameters)  # validate now
     return baseline, hyperparameters

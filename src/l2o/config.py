@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from l2o import checks
 from l2o.errors import L2OError
 from l2o.nets.spec import NET_KEYS, NetSpec, spec_from_dict
 
@@ -27,6 +28,17 @@ META_LOSS_CHOICES = ("loss", "log")
 HORIZON_SAMPLING_CHOICES = ("fixed", "log_uniform")
 CURRICULUM_CHOICES = ("none", "plateau")
 ESTIMATOR_CHOICES = ("bptt", "pes")
+# Type checks come from the field annotations (l2o.checks.fields); these are the sane ranges.
+LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "hidden_size": (1, 4096),
+    "layers": (1, 64),
+    "batch_size": (1, checks.MAX_SIZE),
+    "horizon": (1, checks.MAX_SIZE),
+    "val_instances": (1, checks.MAX_SIZE),
+    "meta_lr": (None, 10.0),
+    "seed": (0, checks.MAX_SEED),
+    "threads": (1, checks.max_threads()),
+}
 
 
 @dataclass(frozen=True, init=False)
@@ -65,7 +77,7 @@ class TrainConfig:
     val_instances: int = 64  # validation instances; the best checkpoint is kept
     checkpoint_every: int = 25  # write checkpoint/ every this many meta-iterations
     seed: int = 0  # initialises the LSTM; task instances come from their own seed streams
-    threads: int = 1  # torch threads; two only pay off above ~10k coordinates
+    threads: int = 1  # torch threads the CLI sets (the library leaves torch's setting alone)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (l2o.devices); checkpoints stay portable
 
     # --- long horizons and the meta-gradient estimator (l2o.meta.horizons, curriculum, pes).
@@ -104,7 +116,10 @@ class TrainConfig:
         self.__post_init__()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.task_options, Mapping):
+            raise L2OError(f"task_options must be a table, got {self.task_options!r}")
         object.__setattr__(self, "task_options", dict(self.task_options))
+        checks.fields(self, LIMITS)
         _check(isinstance(self.task, str) and self.task != "", "task must be a task name")
         _check(isinstance(self.net, NetSpec), "net must be an l2o.nets.NetSpec")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -266,7 +281,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise L2OError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise L2OError(f"config file {path} is not UTF-8 text (a TOML file must be)") from None
+    except OSError as exc:
+        raise L2OError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise L2OError(f"config file {path} is not valid TOML: {exc}") from None
 

@@ -6,7 +6,6 @@ baseline ``NAME[:key=value,...]``; :func:`resolve_optimizer` turns one into a :c
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from abc import ABC, abstractmethod
@@ -22,7 +21,8 @@ from torch import Tensor, nn
 from l2o.baselines import BASELINES, Baseline, parse_baseline
 from l2o.errors import L2OError
 from l2o.meta.unroll import run_learned, task_observer
-from l2o.serialization import atomic_write_text, load
+from l2o.records import CURVE_FIELDS, CURVES_FILE, RESULTS_FILE, write_csv, write_results
+from l2o.resolve import load
 from l2o.tasks import TaskBatch, TaskFamily
 
 
@@ -92,14 +92,27 @@ class BaselineRunner(Runner):
 
 
 def resolve_optimizer(spec: str) -> Runner:
-    """A run folder, a ``.safetensors`` file, a pretrained name, or a baseline spec."""
+    """A run folder, a ``.safetensors`` file, a pretrained name, or a baseline spec.
+
+    The one resolver of OPTIMIZER strings: every command uses it, and its learned optimizers
+    come from :func:`l2o.load` (an existing path wins over a pretrained name of the same text).
+    """
     from l2o import pretrained
 
+    if not isinstance(spec, str) or not spec.strip():
+        raise L2OError(
+            f"OPTIMIZER must be a run folder, file, pretrained name or baseline, got {spec!r}"
+        )
     path = Path(spec)
-    if path.is_dir() or spec.endswith(".safetensors"):
-        return LearnedRunner(load(path), name="l2o")
-    if spec in pretrained.names():
-        return LearnedRunner(pretrained.pretrained(spec), name=f"l2o-{spec}")
+    if path.exists() or spec.endswith(".safetensors") or spec in pretrained.names():
+        net = load(spec)
+        kind = str(getattr(net, "arch_config", dict)().get("optimizer", ""))
+        if kind.startswith("concurrent"):
+            raise L2OError(
+                f"{spec} holds a concurrent optimizer ({kind}: K gradients per coordinate); "
+                "it runs inside `l2o concurrent`, not as a single-task OPTIMIZER"
+            )
+        return LearnedRunner(net, name="l2o" if path.exists() else f"l2o-{spec}")
     if spec.partition(":")[0].lower() in BASELINES:
         baseline, hparams = parse_baseline(spec)
         return BaselineRunner(baseline, hparams)
@@ -186,13 +199,14 @@ def summarize(final: np.ndarray) -> dict[str, float | int | None]:
     def num(x: float) -> float | None:
         return float(x) if math.isfinite(x) else None
 
-    return {
-        "final_loss_mean": num(values.mean()),
-        "final_loss_median": num(np.median(values)),
-        "final_loss_q25": num(np.quantile(values, 0.25)),
-        "final_loss_q75": num(np.quantile(values, 0.75)),
-        "diverged": diverged,
-    }
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf inside quantiles: diverged
+        return {
+            "final_loss_mean": num(values.mean()),
+            "final_loss_median": num(np.median(values)),
+            "final_loss_q25": num(np.quantile(values, 0.25)),
+            "final_loss_q75": num(np.quantile(values, 0.75)),
+            "diverged": diverged,
+        }
 
 
 def results_dict(evaluation: Evaluation, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -221,11 +235,15 @@ def write_evaluation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = results_dict(evaluation, extra)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    lines = ["optimizer,instance,step,loss"]
-    for name, curve in evaluation.curves.items():
+    results = write_results(out / RESULTS_FILE, results)
+    write_csv(out / CURVES_FILE, CURVE_FIELDS, curve_rows(evaluation.curves), digits=8)
+    return results
+
+
+def curve_rows(curves: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """Long-format rows (optimizer, instance, step, loss) of ``(steps + 1, instances)`` curves."""
+    for name, curve in curves.items():
         steps, instances = curve.shape
         for i in range(instances):
-            lines.extend(f"{name},{i},{t},{curve[t, i]:.8g}" for t in range(steps))
-    atomic_write_text(out / "curves.csv", "\n".join(lines) + "\n")
-    return results
+            for t in range(steps):
+                yield {"optimizer": name, "instance": i, "step": t, "loss": float(curve[t, i])}

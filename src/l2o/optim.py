@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2o import checks
 from l2o.errors import L2OError
 from l2o.nets.base import OptimizerNet
 
@@ -177,8 +178,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
         states = [self.state[p] for p in params]
         joined = self._joined_state((index, device), params, states, keys)
         layout = tuple(tuple(_real(p).shape) for p in params)
+        extra = {}
+        if net.needs_params:  # a relative step reads each tensor's scale
+            flat = [_real(p).detach().reshape(-1).to(torch.float32) for p in params]
+            extra["params"] = (flat[0] if len(flat) == 1 else torch.cat(flat)).unsqueeze(0)
         update, new_state = net.step(
-            grad.unsqueeze(0), joined, layout, int(states[0]["step"]), float(group["lr"])
+            grad.unsqueeze(0), joined, layout, int(states[0]["step"]), float(group["lr"]), **extra
         )
         sizes = [_real(p).numel() for p in params]
         # The new state of each parameter is a view of the group's new state: no copy, and the
@@ -272,8 +277,7 @@ def _check_net(net: Any) -> None:
 
 
 def _check_lr(lr: Any) -> None:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0.0:
-        raise L2OError(f"lr (the output scale) must be a number >= 0, got {lr!r}")
+    checks.number("lr (the output scale)", lr, 0.0)
 
 
 def _by_device(params: Iterable[Tensor]) -> list[list[Tensor]]:

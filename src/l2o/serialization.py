@@ -7,8 +7,6 @@ format marker, the architecture and every tensor's name and shape, and says what
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,49 +16,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from l2o import checks
 from l2o.errors import L2OError
+from l2o.records import atomic_write_text, write_atomic
 
 FORMAT = "l2o.optimizer/1"
 WEIGHTS_FILE = "optimizer.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def save_tensors_atomic(
     path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 ) -> None:
     """safetensors file written atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-            tmp,
-            metadata=dict(metadata),
-        )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata)))
 
 
 def save_optimizer(
@@ -74,6 +44,8 @@ def save_optimizer(
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / WEIGHTS_FILE
+    if not checks.all_finite(net.state_dict().values()):
+        raise L2OError(f"refusing to save non-finite (NaN or inf) weights to {path}")
     arch = net.arch_config()
     info = {"architecture": arch, **(dict(extra) if extra else {})}
     save_tensors_atomic(path, net.state_dict(), {"format": FORMAT, "config": json.dumps(info)})
@@ -99,6 +71,8 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             f"{path} is not a readable safetensors file ({exc}); "
             "re-save it with l2o or point to another file"
         ) from None
+    if not checks.all_finite(tensors.values()):
+        raise L2OError(f"{path} holds non-finite (NaN or inf) weights; it cannot be used")
     if metadata.get("format") != FORMAT:
         raise L2OError(
             f"{path} is a safetensors file but not an l2o optimizer "
@@ -112,25 +86,28 @@ def read_optimizer_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return tensors, info
 
 
-def load(source: str | Path) -> nn.Module:
-    """Load a learned optimizer from a run folder, a ``.safetensors`` file or a pretrained name.
+def _check_size(path: Path, arch: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse an architecture far larger than the weights stored (crafted metadata) before
+    building it: a network of H hidden units holds at least H² weights."""
+    if not isinstance(arch, Mapping):
+        raise L2OError(f"{path} has no valid architecture config in its metadata")
+    hidden = arch.get("hidden_size")
+    stored = sum(t.numel() for t in tensors.values())
+    if isinstance(hidden, int) and not isinstance(hidden, bool) and hidden**2 > 4 * stored + 10**6:
+        raise L2OError(
+            f"{path}: its metadata says hidden_size {hidden}, but the file holds only "
+            f"{stored} weights; the file is damaged"
+        )
 
-    Example:
-        >>> net = l2o.load("runs/quadratic")  # doctest: +SKIP
-    """
-    from l2o import pretrained
+
+def load_optimizer_file(path: Path) -> nn.Module:
+    """The learned optimizer in an l2o ``.safetensors`` file, checked (see :func:`l2o.load` for
+    run folders and pretrained names)."""
     from l2o.nets import build_net
 
-    path = Path(source)
-    if not path.exists() and str(source) in pretrained.names():
-        path = pretrained.path(str(source))
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
-        if not path.is_file():
-            raise L2OError(f"{source} has no {WEIGHTS_FILE}; is it a finished `l2o train` run?")
-    elif not path.exists():
-        raise L2OError(f"{source} does not exist; pass a run folder or a .safetensors file")
+    path = Path(path)
     tensors, info = read_optimizer_file(path)
+    _check_size(path, info["architecture"], tensors)
     net = build_net(info["architecture"])
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}

@@ -18,15 +18,30 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def out_folder(text: str) -> Path:
+    """``--out``: a non-empty path (argparse would turn ``''`` into the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty path")
+    return Path(text)
+
+
 def add_common(parser: argparse.ArgumentParser, default_out: str | None = None) -> None:
     parser.add_argument(
         "--out",
-        type=Path,
+        type=out_folder,
         default=Path(default_out) if default_out else None,
         help="output folder (created if missing)"
         + (f"; default {default_out}" if default_out else ""),
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the results another l2o command left in --out (they are deleted)",
+    )
 
 
 def add_device(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:

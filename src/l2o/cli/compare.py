@@ -15,11 +15,13 @@ from typing import Any
 
 import torch
 
-from l2o.cli.common import add_common, add_device, add_key_values, progress, say
+from l2o import checks
+from l2o.cli.common import add_common, add_device, add_force, add_key_values, progress, say
 from l2o.compare.comparison import (
     DEFAULT_BASELINES,
     Outcome,
     best_baseline,
+    check_baselines,
     compare,
     default_storage,
     write_outcome,
@@ -29,9 +31,8 @@ from l2o.compare.generalization import (
     SETTINGS,
     Setting,
     read_rows,
+    run_study,
     select_settings,
-    table_row,
-    training_horizon,
     write_table,
 )
 from l2o.compare.plots import replot
@@ -39,6 +40,8 @@ from l2o.config import apply_overrides
 from l2o.devices import on_device, place_runners, resolve_device
 from l2o.errors import L2OError
 from l2o.evaluate import Runner, resolve_optimizer
+from l2o.records import fmt_number as _num
+from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
 
@@ -104,7 +107,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_device(parser)
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(
+        run=run,
+        on_interrupt="rerun the same command to continue (finished trials are kept in tuning.db)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,40 +121,81 @@ def run(args: argparse.Namespace) -> int:
         return _replot(out, settings)
     if not args.optimizer:
         raise L2OError("--optimizer is required (a run folder, pretrained name or baseline)")
-    for flag in ("steps", "instances", "trials", "tune_instances", "threads"):
-        if getattr(args, flag) < 1:
-            raise L2OError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    for flag in ("steps", "instances", "trials", "tune_instances"):
+        checks.integer(f"--{flag.replace('_', '-')}", getattr(args, flag), 1, checks.MAX_SIZE)
+    checks.threads("--threads", args.threads)
+    if args.seed is not None:
+        checks.seed("--seed", args.seed)
     torch.set_num_threads(args.threads)
     _quiet_optuna()
     options = apply_overrides({}, args.task_options)
     device = resolve_device(args.device)
     family = on_device(get_task(args.task, options), device)  # validates the task first
+    checks.instances_memory(family.name, max(args.instances, args.tune_instances), family.dim)
     learned = resolve_optimizer(args.optimizer)
     place_runners([learned], device)
-    storage = args.storage or default_storage(out)
-    baselines = [b for b in args.baselines.split(",") if b.strip()]
+    baselines = check_baselines(learned, args.baselines.split(","))
     seed = 0 if args.seed is None else args.seed
-    started = time.perf_counter()
+    with open_run(out, "compare", force=args.force) as run_folder:
+        storage = args.storage or default_storage(out)
+        _compare_all(args, family, options, learned, baselines, settings, out, storage, seed)
+        run_folder.finish()
+    return 0
 
+
+def _compare_all(
+    args: argparse.Namespace,
+    family: Any,
+    options: dict[str, Any],
+    learned: Runner,
+    baselines: list[str],
+    settings: list[Setting],
+    out: Path,
+    storage: str,
+    seed: int,
+) -> None:
+    started = time.perf_counter()
     outcome = _compare(args, family, learned, baselines, args.steps, out, storage, seed)
     _report(outcome, write_outcome(out, outcome), out)
 
     if settings:
-        info = getattr(getattr(learned, "net", None), "info", None)
-        horizon = training_horizon(info, args.steps)
-        rows = []
-        for setting in settings:
-            folder = out / "generalization" / setting.name
-            steps = setting.steps_for(horizon)
+        bar = _TuningBar(len(baselines) * args.trials)
+
+        def on_setting(setting: Setting, steps: int) -> None:
             say(f"== {setting.name}: {setting.description}, {steps} steps")
-            fam = on_device(get_task(args.task, {**options, **setting.task_options}), device)
-            result = _compare(args, fam, learned, baselines, steps, folder, storage, seed)
-            rows.append(table_row(setting, _report(result, write_outcome(folder, result), folder)))
-        table = write_table(out, rows)
+            bar.open(f"tuning {setting.name}")
+
+        def on_result(setting: Setting, results: dict[str, Any], folder: Path) -> None:
+            bar.close()
+            _report(None, results, folder, draw=False)
+
+        try:
+            run_study(
+                args.task,
+                options,
+                learned,
+                baselines,
+                settings,
+                out,
+                base_steps=args.steps,
+                instances=args.instances,
+                trials=args.trials,
+                tune_instances=args.tune_instances,
+                storage=storage,
+                seed=seed,
+                objective=args.objective,
+                label=args.optimizer,
+                on_setting=on_setting,
+                on_result=on_result,
+                on_trial=bar.on_trial,
+                on_stage=bar.on_stage,
+            )
+        finally:
+            bar.close()
+        table = out / "generalization.md"
         say(table.read_text().rstrip())
         say(f"wrote {table} and generalization.json")
     say(f"done in {time.perf_counter() - started:.0f} s")
-    return 0
 
 
 def _compare(
@@ -160,17 +208,8 @@ def _compare(
     storage: str,
     seed: int,
 ) -> Outcome:
-    bar = progress(len(baselines) * args.trials, f"tuning {family.name}", unit="trial")
-    counted: dict[str, int] = {}
-
-    def on_trial(baseline: str, finished: int, target: int) -> None:
-        # Trials a reused study already had count as done when its first new trial ends.
-        bar.update(min(finished, target) - counted.get(baseline, 0))
-        counted[baseline] = min(finished, target)
-
-    def on_stage(stage: str) -> None:
-        bar.set_description(stage)
-
+    bar = _TuningBar(len(baselines) * args.trials)
+    bar.open(f"tuning {family.name}")
     try:
         outcome = compare(
             family,
@@ -182,8 +221,8 @@ def _compare(
             tune_instances=args.tune_instances,
             storage=storage,
             seed=seed,
-            on_trial=on_trial,
-            on_stage=on_stage,
+            on_trial=bar.on_trial,
+            on_stage=bar.on_stage,
             objective=args.objective,
         )
     finally:
@@ -192,9 +231,38 @@ def _compare(
     return outcome
 
 
-def _report(outcome: Outcome, results: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Draw comparison.png from the files just written and print the summary table."""
-    replot(out)
+class _TuningBar:
+    """One progress bar per comparison, fed by the tuning callbacks."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.bar, self.counted = total, None, {}
+
+    def open(self, description: str) -> None:
+        self.close()
+        self.bar, self.counted = progress(self.total, description, unit="trial"), {}
+
+    def on_trial(self, baseline: str, finished: int, target: int) -> None:
+        # Trials a reused study already had count as done when its first new trial ends.
+        if self.bar is not None:
+            self.bar.update(min(finished, target) - self.counted.get(baseline, 0))
+        self.counted[baseline] = min(finished, target)
+
+    def on_stage(self, stage: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(stage)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _report(
+    outcome: Outcome | None, results: dict[str, Any], out: Path, draw: bool = True
+) -> dict[str, Any]:
+    """Draw comparison.png from the files just written (unless done) and print the summary."""
+    if draw:
+        replot(out)
     learned = results.get("learned")
     for name, stats in results["optimizers"].items():
         tuning = results["tuning"].get(name)
@@ -237,11 +305,8 @@ def _settings(args: argparse.Namespace) -> list[Setting]:
 
 
 def _quiet_optuna() -> None:
-    """Optuna logs a line per trial at INFO; the progress bar says the same, once."""
+    """Optuna logs a line per trial at INFO (the progress bar says the same, once) and a trial
+    stopped by a second Ctrl-C as a WARNING with a traceback (the CLI says it in one line)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.4g}"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)

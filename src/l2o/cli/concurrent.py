@@ -11,11 +11,15 @@ import argparse
 import math
 from pathlib import Path
 
-from l2o.cli.common import add_common, add_device, add_key_values, progress, say
+import torch
+
+from l2o.cli.common import add_common, add_device, add_force, add_key_values, progress, say
 from l2o.concurrent.combiners import COMBINERS
-from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.concurrent.experiment import check_experiment, load_concurrent_config, run_experiment
 from l2o.devices import resolve_device
 from l2o.errors import L2OError
+from l2o.records import fmt_number as _num
+from l2o.runfolder import open_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or initializer option (options.levels=[0.01,0.5])",
     )
     add_device(parser)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint after an interruption"
+    )
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(run=run, on_interrupt="continue with the same command and --resume")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         args.config, args.overrides, args.initializer, args.task, args.combiner, args.seed
     )
     out = args.out or Path("runs") / f"concurrent-{config.initializer}-{config.combiner}"
+    check_experiment(config)  # bad options fail before --out is touched
+    torch.set_num_threads(config.train.threads)
     bars: dict[str, object] = {}
 
     def on_progress(stage: str, done: int, total: int, row: dict[str, float]) -> None:
@@ -64,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix({"meta_loss": f"{row['meta_loss']:.4g}"}, refresh=False)  # type: ignore[attr-defined]
         bar.update(0)  # type: ignore[attr-defined]
 
-    results = run_experiment(config, out, on_progress)
-    for bar in bars.values():
-        bar.close()  # type: ignore[attr-defined]
+    with open_run(out, "concurrent", resume=args.resume, force=args.force) as folder:
+        try:
+            results = run_experiment(config, out, on_progress, resume=folder.mode == "resume")
+        finally:
+            for bar in bars.values():
+                bar.close()  # type: ignore[attr-defined]
+        folder.finish()
     lam = results.get("lambda_final")
     if lam is not None:
         where = (
@@ -80,12 +94,9 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{lbl}: {x:.3f}" for lbl, x in zip(labels, lam))
         )
     for name, stats in results["optimizers"].items():
-        value = stats["final_loss_mean"]
-        text = "diverged" if value is None else f"{value:.4g}"
-        say(f"{name:>14}: clean test loss mean {text} (median {_num(stats['final_loss_median'])})")
+        say(
+            f"{name:>14}: clean test loss mean {_num(stats['final_loss_mean'])} "
+            f"(median {_num(stats['final_loss_median'])})"
+        )
     say(f"wrote {out}/results.json, lambdas.csv, lambdas.png, optimizer.safetensors, curves.csv")
     return 0
-
-
-def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.4g}"

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import torch
 
-from l2o.cli.common import add_common, add_device, add_key_values, say
+from l2o import checks
+from l2o.cli.common import add_common, add_device, add_force, add_key_values, say
 from l2o.config import apply_overrides
 from l2o.devices import on_device, place_runners, resolve_device
-from l2o.errors import L2OError
 from l2o.evaluate import evaluate, resolve_optimizer, write_evaluation
+from l2o.records import fmt_number as _num
+from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
 
@@ -32,26 +34,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     add_device(parser)
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(run=run, on_interrupt="rerun the same command")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise L2OError(f"--threads must be >= 1, got {args.threads}")
+    checks.threads("--threads", args.threads)
+    checks.integer("--steps", args.steps, 1, checks.MAX_SIZE)
+    checks.integer("--instances", args.instances, 1, checks.MAX_SIZE)
+    if args.seed is not None:
+        checks.seed("--seed", args.seed)
     torch.set_num_threads(args.threads)
     options = apply_overrides({}, args.task_options)
     device = resolve_device(args.device)
     family = on_device(get_task(args.task, options), device)
+    checks.instances_memory(family.name, args.instances, family.dim)
     runners = [resolve_optimizer(spec) for spec in args.optimizer]
     place_runners(runners, device)
     names = [r.name for r in runners]
     for spec, r in zip(args.optimizer, runners):
         if names.count(r.name) > 1:  # e.g. a learning-rate grid: name each by its spec
             r.name = spec
-    result = evaluate(family, runners, steps=args.steps, instances=args.instances)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(names))[:60]
     out = args.out or Path("runs") / f"evaluate-{args.task}-{slug}"
-    results = write_evaluation(out, result)
+    with open_run(out, "evaluate", force=args.force) as folder:
+        result = evaluate(family, runners, steps=args.steps, instances=args.instances)
+        results = write_evaluation(out, result)
+        folder.finish()
     for name, stats in results["optimizers"].items():
         say(
             f"{name:>16}: final loss mean {_num(stats['final_loss_mean'])}, median "
@@ -60,7 +69,3 @@ def run(args: argparse.Namespace) -> int:
         )
     say(f"wrote {out}/results.json, curves.csv")
     return 0
-
-
-def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.4g}"

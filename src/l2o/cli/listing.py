@@ -7,7 +7,7 @@ import argparse
 from l2o import pretrained
 from l2o.baselines import BASELINES
 from l2o.cli.common import say
-from l2o.nets import net_names
+from l2o.nets import describe_nets
 from l2o.tasks import list_tasks
 
 
@@ -20,7 +20,7 @@ def sections() -> dict[str, dict[str, str]]:
     """Section title → {name: one-line description}. Other modules may add sections."""
     result = {
         "tasks": list_tasks(),
-        "learned optimizers": {name: "" for name in net_names()},
+        "learned optimizers": describe_nets(),
         "baselines": {name: b.description for name, b in BASELINES.items()},
         "pretrained": {},
     }

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 from l2o.cli.common import add_common, say
-from l2o.reproduce import plan, run_steps
+from l2o.errors import L2OError
+from l2o.reproduce import Step, plan, run_steps
 from l2o.reproduce.report import write_report
+from l2o.runfolder import open_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,23 +36,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated step names to run (the report shows all finished)",
     )
     add_common(parser, default_out="runs/reproduce")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, on_interrupt="rerun the same command (finished steps are reused)")
 
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     steps = plan(out, args.quick)
     selected = steps
-    if args.only:
-        wanted = set(args.only.split(","))
+    if args.only is not None:
+        wanted = [name.strip() for name in args.only.split(",")]
+        known = [s.name for s in steps]
+        unknown = [name for name in wanted if name not in known]
+        if unknown or not all(wanted):
+            raise L2OError(
+                f"--only: unknown step(s) {', '.join(repr(n) for n in unknown)}; "
+                f"known: {', '.join(known)}"
+            )
         selected = [s for s in steps if s.name in wanted]
+    with open_run(out, "reproduce", force=args.force) as folder:
+        _run(args, out, steps, selected)
+        folder.finish()
+    return 0
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one ``l2o`` command line in this process (the steps of the plan)."""
+    from l2o.cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+def _run(args: argparse.Namespace, out: Path, steps: list[Step], selected: list[Step]) -> None:
     start = time.perf_counter()
 
     def on_step(step, status: str) -> None:
         say(f"[{time.perf_counter() - start:6.0f} s] {step.name}: {status}")
 
-    records = run_steps(selected, out, force=args.force, on_step=on_step)
+    records = run_steps(selected, out, force=args.force, on_step=on_step, execute=run_command)
     from l2o.reproduce.runner import finished
 
     for step in steps:  # steps finished earlier still belong in the report
@@ -63,4 +86,3 @@ def run(args: argparse.Namespace) -> int:
     )
     report = write_report(out, steps, records, args.quick, time.perf_counter() - start, invocation)
     say(f"wrote {report}")
-    return 0

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import torch
 
-from l2o.cli.common import add_common, add_device, add_key_values, progress, say
+from l2o import checks
+from l2o.cli.common import add_common, add_device, add_force, add_key_values, progress, say
 from l2o.config import TrainConfig, load_config
 from l2o.devices import backend_for, resolve_device
 from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
+from l2o.meta.checkpoint import check_resumable
+from l2o.meta.health import check_memory
+from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
 
@@ -43,29 +47,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_device(parser, default=None)
     add_common(parser)
-    parser.set_defaults(run=run)
+    add_force(parser)
+    parser.set_defaults(
+        run=run, on_interrupt="continue with the same command and --resume (OUT/checkpoint)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    checks.integer("--workers", args.workers, 1, checks.max_threads())
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "task" and value.strip().strip("\"'") != args.task:
+            raise L2OError(
+                f"--set {item} contradicts the task argument {args.task!r}; "
+                "give the task once, as the argument"
+            )
     overrides = [f"task={args.task!r}".replace("'", '"'), *args.overrides]
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.device is not None:
         overrides.append(f"device={json.dumps(args.device)}")
     config = load_config(args.config, overrides)
-    get_task(config.task, config.task_options)  # fail early on a bad task or options
+    family = get_task(config.task, config.task_options)  # fail early on a bad task or options
+    check_memory(config, family.dim)
     backend = backend_for(resolve_device(config.device))  # and on a device this machine lacks
     out = args.out or Path("runs") / config.task
-    if not args.resume and (out / "checkpoint").exists():
+    if args.workers > 1 and config.batch_size % args.workers:
         raise L2OError(
-            f"{out} already holds a training run; pass --resume to continue it "
-            "or choose another --out"
+            f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
         )
     if args.workers > 1:
-        if config.batch_size % args.workers:
-            raise L2OError(
-                f"batch_size ({config.batch_size}) must be a multiple of --workers ({args.workers})"
-            )
         if backend == "nccl" and args.workers > torch.cuda.device_count():
             raise L2OError(
                 f"--workers {args.workers} on {config.device}: one GPU per worker, and there are "
@@ -73,23 +84,29 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.worker_timeout is not None and not args.worker_timeout > 0:
             raise L2OError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
-        distributed.spawn(
-            args.workers,
-            train_and_report,
-            config,
-            out,
-            args.resume,
-            timeout=args.worker_timeout,
-            backend=backend,
-        )
-    else:
-        distributed.init_from_env(backend)  # a torchrun launch joins its process group here
-        train_and_report(config, out, args.resume)
+    with open_run(out, "train", resume=args.resume, force=args.force) as folder:
+        if folder.resume:
+            check_resumable(out, config.to_dict())
+        if args.workers > 1:
+            distributed.spawn(
+                args.workers,
+                train_and_report,
+                config,
+                out,
+                folder.resume,
+                timeout=args.worker_timeout,
+                backend=backend,
+            )
+        else:
+            distributed.init_from_env(backend)  # a torchrun launch joins its process group here
+            train_and_report(config, out, folder.resume)
+        folder.finish()
     return 0
 
 
 def train_and_report(config: TrainConfig, out: Path, resume: bool) -> None:
     """Meta-train with a progress bar and a summary (on rank 0 of a distributed run)."""
+    torch.set_num_threads(config.threads)  # here, in every worker process: an entry point
     rank, _ = distributed.rank_and_size()
     bar = progress(config.iterations, f"train {config.task}", disable=rank != 0)
 

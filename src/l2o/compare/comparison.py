@@ -94,14 +94,7 @@ def compare(
     Returns:
         The test evaluation (tuned hyperparameters included) and the tuning records.
     """
-    names = list(dict.fromkeys(b.strip().lower() for b in baselines if b.strip()))
-    for name in names:
-        get_baseline(name)  # unknown names fail before any tuning
-    if learned is not None and learned.name in names:
-        raise L2OError(
-            f"the compared optimizer is named {learned.name!r} like a baseline; drop "
-            f"{learned.name} from --baselines (it is tuned there anyway)"
-        )
+    names = check_baselines(learned, baselines)
     tuned: dict[str, Tuned] = {}
     for name in names:
         if on_stage:
@@ -124,6 +117,22 @@ def compare(
         "seed": seed,
     }
     return Outcome(evaluation, tuned, learned.name if learned else "", settings)
+
+
+def check_baselines(learned: Runner | None, baselines: Sequence[str]) -> list[str]:
+    """The baseline names, lower-cased and deduplicated; unknown names and a clash with the
+    compared optimizer's name are errors (raised before any tuning or writing)."""
+    names = list(dict.fromkeys(b.strip().lower() for b in baselines))
+    if not names or not all(names):
+        raise L2OError(f"baselines must be a non-empty list of names, got {','.join(baselines)!r}")
+    for name in names:
+        get_baseline(name)
+    if learned is not None and learned.name in names:
+        raise L2OError(
+            f"the compared optimizer is named {learned.name!r} like a baseline; drop "
+            f"{learned.name} from --baselines (it is tuned there anyway)"
+        )
+    return names
 
 
 def write_outcome(out: str | Path, outcome: Outcome, extra: dict[str, Any] | None = None) -> dict:

@@ -20,15 +20,16 @@ Example:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from l2o.compare.comparison import best_baseline
+from l2o.compare.tuning import TrialCallback
 from l2o.errors import L2OError
-from l2o.serialization import atomic_write_text
+from l2o.evaluate import Runner
+from l2o.records import atomic_write_text, fmt_number, read_json_object, write_json
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,79 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_table(out: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     """``generalization.json`` and ``generalization.md`` in ``out``."""
     out = Path(out)
-    atomic_write_text(out / "generalization.json", json.dumps(list(rows), indent=2) + "\n")
+    write_json(out / "generalization.json", list(rows))
     atomic_write_text(out / "generalization.md", markdown_table(rows))
     return out / "generalization.md"
+
+
+SettingCallback = Callable[[Setting, int], None]  # (setting, steps), before its comparison
+ResultCallback = Callable[[Setting, dict[str, Any], Path], None]  # (setting, results, folder)
+
+
+def run_study(
+    task: str,
+    options: Mapping[str, Any],
+    learned: Runner,
+    baselines: Sequence[str],
+    settings: Sequence[Setting],
+    out: str | Path,
+    *,
+    base_steps: int,
+    instances: int = 100,
+    trials: int = 100,
+    tune_instances: int = 64,
+    storage: str = "sqlite:///tuning.db",
+    seed: int = 0,
+    objective: str = "mean",
+    label: str | None = None,
+    on_setting: SettingCallback | None = None,
+    on_result: ResultCallback | None = None,
+    on_trial: TrialCallback | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The generalisation study: one full comparison per setting (tuned baselines vs
+    ``learned`` at that setting's task options and horizon), each written with its figure into
+    ``out/generalization/NAME``, and the table into ``out/generalization.{md,json}``.
+
+    Horizons are multiples of ``learned``'s training horizon (``base_steps`` when unknown);
+    ``label`` names the learned optimizer in each ``results.json``. Returns the table's rows.
+    """
+    from l2o.compare.comparison import compare, write_outcome
+    from l2o.compare.plots import replot
+    from l2o.tasks import get_task
+
+    info = getattr(getattr(learned, "net", None), "info", None)
+    horizon = training_horizon(info, base_steps)
+    rows = []
+    for setting in settings:
+        folder = Path(out) / "generalization" / setting.name
+        steps = setting.steps_for(horizon)
+        if on_setting is not None:
+            on_setting(setting, steps)
+        family = get_task(task, {**options, **setting.task_options})
+        outcome = compare(
+            family,
+            learned,
+            baselines,
+            steps=steps,
+            instances=instances,
+            trials=trials,
+            tune_instances=tune_instances,
+            storage=storage,
+            seed=seed,
+            on_trial=on_trial,
+            on_stage=on_stage,
+            objective=objective,
+        )
+        if label is not None:
+            outcome.settings["optimizer"] = label
+        results = write_outcome(folder, outcome)
+        replot(folder)
+        if on_result is not None:
+            on_result(setting, results, folder)
+        rows.append(table_row(setting, results))
+    write_table(out, rows)
+    return rows
 
 
 def read_rows(out: str | Path, settings: Sequence[Setting]) -> list[dict[str, Any]]:
@@ -194,12 +265,14 @@ def read_rows(out: str | Path, settings: Sequence[Setting]) -> list[dict[str, An
         path = Path(out) / "generalization" / setting.name / "results.json"
         if not path.is_file():
             raise L2OError(f"{path} does not exist; run the generalisation study without --replot")
-        rows.append(table_row(setting, json.loads(path.read_text())))
+        rows.append(
+            table_row(setting, read_json_object(path, "an l2o results file", ["optimizers"]))
+        )
     return rows
 
 
 def _num(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3g}"
+    return fmt_number(x, digits=3)
 
 
 def _ratio(x: float | None) -> str:

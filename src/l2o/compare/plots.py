@@ -10,8 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping
@@ -28,6 +26,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from l2o.errors import L2OError
+from l2o.records import read_curve_rows, read_json_object
+
+MAX_INDEX = 10_000_000  # a curves.csv index beyond this is damage, not data
 
 LEARNED_COLOR = "#111111"
 # Fixed, so "adam" is the same red in every figure of every run.
@@ -69,30 +70,19 @@ def read_records(folder: str | Path) -> Records:
             raise L2OError(
                 f"{path} does not exist; run `l2o compare` (without --replot) into {folder} first"
             )
-    try:
-        results = json.loads(results_path.read_text())
-        results["optimizers"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise L2OError(
-            f"{results_path} is not an l2o results file; run `l2o compare` again"
-        ) from None
+    results = read_json_object(results_path, "an l2o results file", ["optimizers"])
+    if not isinstance(results["optimizers"], dict):
+        raise L2OError(f"{results_path}: not an l2o results file (optimizers is not an object)")
     return Records(results, read_curves(curves_path), folder)
 
 
 def read_curves(path: Path) -> dict[str, np.ndarray]:
     """Long-format ``optimizer,instance,step,loss`` → ``(steps + 1, instances)`` per optimizer."""
     rows: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                rows[row["optimizer"]].append(
-                    (int(row["step"]), int(row["instance"]), float(row["loss"]))
-                )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise L2OError(
-            f"{path} is not a curves file (optimizer,instance,step,loss): {exc}"
-        ) from None
+    for row in read_curve_rows(path):
+        if not (0 <= row["step"] <= MAX_INDEX and 0 <= row["instance"] <= MAX_INDEX):
+            raise L2OError(f"{path}: step or instance out of range in {row}")
+        rows[row["optimizer"]].append((row["step"], row["instance"], row["loss"]))
     curves = {}
     for name, items in rows.items():
         data = np.array(items, dtype=np.float64)

@@ -177,8 +177,12 @@ def _file_lock(database: Path | None) -> Iterator[None]:
     if database is None:
         yield
         return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.lock", "a") as handle:
+    try:
+        handle = open(f"{database}.lock", "a")  # noqa: SIM115 - closed below
+    except OSError:  # no such folder: SQLite will say so, in its own words
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

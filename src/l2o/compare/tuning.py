@@ -30,10 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
+from l2o import interrupts
 from l2o.baselines import Baseline, get_baseline
 from l2o.compare.storage import fail_stale_trials, heartbeat, open_storage, study_lock, wait_for
 from l2o.errors import L2OError
@@ -151,8 +153,9 @@ def tune(
             Processes sharing the study (same storage and settings) run them between them.
         instances: validation instances ``0..instances-1`` in every trial.
         storage: an Optuna storage URL (``sqlite:///out/tuning.db``, ``postgresql://...``).
-        seed: seeds the TPE sampler (offset by the trials already in the study, so an extended
-            or shared study explores new points instead of replaying its first ones).
+        seed: seeds the TPE sampler, reseeded before each trial from (seed, trials so far), so
+            an interrupted and resumed study draws what an uninterrupted one would, and an
+            extended or shared study explores new points instead of replaying its first ones.
         on_trial: called after every trial with (baseline, finished, target).
         objective: ``mean`` (the default) or ``median`` final validation loss.
 
@@ -204,11 +207,12 @@ def tune(
             if on_trial is not None:
                 on_trial(base.name, _finished(study), trials)
 
-        while _finished(study) < trials:
-            new += _top_up(study, rdb, storage, trials, seed + new, run_trial, report)
-            # Other processes' last trials belong to the study too: choose from all of them.
-            # A dead process's trial fails when its heartbeat goes stale; then it is made up for.
-            wait_for(lambda: not _running(study), timeout=math.inf)
+        with interrupts.safe_points():  # Ctrl-C/SIGTERM stop between trials
+            while _finished(study) < trials:
+                new += _top_up(study, rdb, storage, trials, seed, run_trial, report)
+                # Other processes' last trials belong to the study too: choose from all of
+                # them. A dead process's trial fails once its heartbeat is stale; it is made up.
+                wait_for(lambda: not _running(study), timeout=math.inf)
         log.info("tuned %s: %d new trial(s) in study %s", base.name, new, name)
     if not base.search_space:  # nothing to tune: the defaults are the answer
         best: dict[str, Any] = {}
@@ -246,9 +250,10 @@ def _top_up(
             every = study.get_trials(deepcopy=False)
             if _live(every) >= trials:
                 return new
-            if new == 0:  # seeded by the trials before this process's first: reproducible
-                # alone, and processes sharing the study draw from different random streams
-                study.sampler = optuna.samplers.TPESampler(seed=seed + len(every))
+            # Reseeded per trial from (seed, trials so far): trial n draws the same point whether
+            # the study ran in one go or was resumed, and processes sharing the study (whose
+            # trials have distinct numbers) never draw the same one.
+            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, len(every)))
             with warnings.catch_warnings():  # "heartbeat is meant for optimize()": we beat here
                 warnings.simplefilter("ignore", UserWarning)
                 trial = study.ask()
@@ -268,6 +273,14 @@ def _top_up(
         study.tell(trial, value)
         new += 1
         report()
+        interrupts.stop_if_requested(
+            f"tuning stopped after {_finished(study)} finished trials of {study.study_name}"
+        )
+
+
+def _trial_seed(seed: int, finished: int) -> int:
+    """Independent seeds per (seed, trial count): seed 8 must not replay seed 7's later trials."""
+    return int(np.random.SeedSequence([seed, finished]).generate_state(1)[0])
 
 
 def _live(trials: list[optuna.trial.FrozenTrial]) -> int:

@@ -5,6 +5,11 @@
 - :mod:`~l2o.concurrent.combiners`: the concurrent nets (softmax, concat, meanstd, attention) and
   the hand-made references (mean, median, trimmed-mean, oracle);
 - :mod:`~l2o.concurrent.problem`: the meta-problem the core loop trains on (slot permutations);
+- :mod:`~l2o.concurrent.attacks`: f of K sources Byzantine (signflip, ipm, alie, gaussian, inf,
+  users' own), as initializers;
+- :mod:`~l2o.concurrent.aggregators`: the field's robust rules (krum, geomed, cclip, nnm, ...);
+- :mod:`~l2o.concurrent.scoring`: a learned aggregator from scale-free source statistics;
+- :mod:`~l2o.concurrent.robust`: the worst-case study behind ``l2o robust``;
 - :mod:`~l2o.concurrent.experiment`: train, record λ, test against the references;
 - :mod:`~l2o.concurrent.plots`: ``lambdas.png`` from ``lambdas.csv``.
 
@@ -19,6 +24,7 @@ from l2o.concurrent.experiment import ConcurrentConfig, load_concurrent_config, 
 from l2o.concurrent.initializers import ConcurrentBatch, ConcurrentSet, build_set, describe_all
 from l2o.concurrent.plots import plot_lambdas
 from l2o.concurrent.problem import ConcurrentProblem
+from l2o.concurrent.scoring import LearnedAggregator
 
 __all__ = [
     "COMBINERS",
@@ -27,6 +33,7 @@ __all__ = [
     "ConcurrentNet",
     "ConcurrentProblem",
     "ConcurrentSet",
+    "LearnedAggregator",
     "build_combiner",
     "build_set",
     "describe_all",

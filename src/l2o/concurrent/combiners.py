@@ -4,7 +4,8 @@ Every combiner is the paper's coordinatewise LSTM (:class:`~l2o.nets.LSTMOptimiz
 shared recurrent core :func:`~l2o.nets.lstm_update`) with its own input features: only
 :meth:`input_size` and :meth:`features` differ. A combiner also says how the concurrent problem
 packs its inputs (:meth:`ConcurrentNet.pack`), from the K gradients ``(B, D, K)``, the K
-optimizees' own losses ``(B, K)`` and the clean slot ``(B,)`` (only the ``oracle`` uses it).
+optimizees' own losses ``(B, K)`` and the clean slot ``(B,)`` or, under a Byzantine attack, the
+honest slots ``(B, K)`` bool (only the ``oracle`` uses it).
 
 - ``softmax``: λ = softmax(logits), one convex combination Σ λ_k g_k, then preprocessing.
 - ``concat``: the K preprocessed gradients side by side.
@@ -210,6 +211,10 @@ class ReferenceNet(ConcurrentNet):
         if clean_slot is None:
             raise L2OError("oracle needs a clean optimizee; this initializer has none")
         B, D, _ = grads.shape
+        if clean_slot.dtype == torch.bool:  # under attack: the mean of the honest sources
+            w = clean_slot.unsqueeze(1).to(grads.dtype)
+            safe = torch.where(clean_slot.unsqueeze(1), grads, torch.zeros_like(grads))
+            return ((safe * w).sum(2) / w.sum(2)).unsqueeze(2)
         return grads.gather(2, clean_slot.view(B, 1, 1).expand(B, D, 1))
 
     def combine(self, grad: Tensor) -> Tensor:

@@ -29,16 +29,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o import checks, interrupts
+from l2o.concurrent.attacks import AttackSet
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
-from l2o.concurrent.plots import LAMBDA_FIELDS, plot_lambdas
+from l2o.concurrent.plots import plot_lambdas
 from l2o.concurrent.problem import SLOT_MODES, ConcurrentProblem
 from l2o.config import TrainConfig, apply_overrides, config_from_dict, read_toml
 from l2o.errors import L2OError
 from l2o.evaluate import Evaluation, write_evaluation
+from l2o.meta.health import check_memory
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
-from l2o.serialization import atomic_write_text, save_optimizer
+from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, read_lambda_rows, write_csv, write_json
+from l2o.serialization import save_optimizer
+from l2o.tasks import task_train_defaults
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +67,32 @@ class ConcurrentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping):
+            raise L2OError(f"options must be a table of initializer options, got {self.options!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise L2OError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         object.__setattr__(self, "options", dict(self.options))
-        object.__setattr__(self, "references", tuple(self.references))
-        object.__setattr__(self, "adam_lrs", tuple(float(x) for x in self.adam_lrs))
+        checks.fields(self, {"clean_slot": (-1, 1000), "eval_instances": (1, checks.MAX_SIZE)})
+        refs = checks.names("references", self.references, REFERENCES) if self.references else ()
+        object.__setattr__(self, "references", refs)
+        lrs = self.adam_lrs if isinstance(self.adam_lrs, (list, tuple)) else [self.adam_lrs]
+        lrs = tuple(checks.number("adam_lrs", x, 0, low_open=True) for x in lrs)
+        object.__setattr__(self, "adam_lrs", lrs)
         default_task(self.initializer)  # validates the name
         if self.combiner not in COMBINERS:
             raise L2OError(f"unknown combiner {self.combiner!r}; known: {', '.join(COMBINERS)}")
-        unknown = [r for r in self.references if r not in REFERENCES]
-        if unknown:
-            raise L2OError(
-                f"unknown reference(s) {', '.join(unknown)}; known: {', '.join(REFERENCES)}"
-            )
         if self.slot_mode not in (*SLOT_MODES, "auto"):
             raise L2OError(f"slot_mode must be fixed, shuffle or auto, got {self.slot_mode!r}")
         if not self.logit_scale > 0:
             raise L2OError(f"logit_scale must be > 0, got {self.logit_scale}")
         if self.eval_instances < 1 or self.eval_steps < 0:
             raise L2OError("eval_instances must be >= 1 and eval_steps >= 0 (0: the horizon)")
+        if self.train.second_order:
+            raise L2OError(
+                "second_order = true does not apply to the concurrent framework: the meta-loss "
+                "is the clean objective, which the combiner never differentiates through; "
+                "set second_order = false"
+            )
         if not self.adam_lrs or min(self.adam_lrs) <= 0:
             raise L2OError(f"adam_lrs must be a non-empty list of rates > 0, got {self.adam_lrs}")
 
@@ -104,6 +118,32 @@ class ConcurrentConfig:
 
 _OWN_KEYS = {f.name for f in dataclasses.fields(ConcurrentConfig)} - {"train"}
 
+# Per base task, what `l2o concurrent INITIALIZER` uses unless told otherwise, so that the
+# defaults (a combiner and four references meta-trained, Adam tuned) finish within 5 minutes on
+# a shared 2-core machine: the quadratic's are configs/concurrent-noise.toml's; digits get 15 of
+# the 40 iterations of configs/concurrent-poison.toml (softmax λ ≈ 0.98 on the clean slot there).
+CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quadratic": {
+        "batch_size": 32,
+        "horizon": 100,
+        "truncation": 20,
+        "iterations": 100,
+        "val_every": 25,
+        "val_instances": 32,
+        "checkpoint_every": 25,
+    },
+    "digits-mlp": {
+        "batch_size": 4,
+        "horizon": 40,
+        "truncation": 10,
+        "iterations": 15,
+        "val_every": 15,
+        "val_instances": 8,
+        "checkpoint_every": 5,
+        "eval_instances": 16,
+    },
+}
+
 
 def load_concurrent_config(
     path: str | Path | None,
@@ -127,16 +167,49 @@ def load_concurrent_config(
     if combiner is not None:
         values["combiner"] = combiner
     if task is not None:
+        if values.get("task", task) != task:
+            raise L2OError(
+                f"task={values['task']!r} contradicts --task {task!r}; give the task once"
+            )
         values["task"] = task
     if seed is not None:
         values["seed"] = seed
     own = {k: v for k, v in values.items() if k in _OWN_KEYS}
     rest = {k: v for k, v in values.items() if k not in _OWN_KEYS}
     rest.setdefault("task", default_task(own.get("initializer", "noise")))
+    # the rule of l2o.config.load_config: the task's recommended settings first (digits: 8
+    # instances per meta-iteration, not 128), then the concurrent ones (K nets of K gradients
+    # each: smaller still), then the file, then the overrides
+    task = str(rest["task"])
+    smaller = CONCURRENT_DEFAULTS.get(task, {})
+    own = {k: v for k, v in smaller.items() if k in _OWN_KEYS} | own
+    rest = {
+        **task_train_defaults(task),
+        **{k: v for k, v in smaller.items() if k not in _OWN_KEYS},
+        **rest,
+    }
     try:
         return ConcurrentConfig(**own, train=config_from_dict(rest))
     except TypeError as exc:
         raise L2OError(f"invalid concurrent config: {exc}") from None
+
+
+def check_experiment(config: ConcurrentConfig) -> ConcurrentSet:
+    """Build the experiment's optimizee set, refusing what cannot run (before anything runs)."""
+    train = config.train
+    cset = build_set(config.initializer, train.task, train.task_options, config.options)
+    has_oracle = cset.clean is not None or isinstance(cset, AttackSet)
+    if config.combiner == "oracle" and not has_oracle:
+        raise L2OError(
+            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
+            "pick another combiner"
+        )
+    check_memory(train, cset.family.dim, cset.k)
+    if config.clean_slot >= cset.k:
+        raise L2OError(
+            f"clean_slot must be -1 (random) or a slot in 0..{cset.k - 1}, got {config.clean_slot}"
+        )
+    return cset
 
 
 Progress = Callable[[str, int, int, dict[str, float]], None]  # (stage, done, total, row)
@@ -146,30 +219,33 @@ def run_experiment(
     config: ConcurrentConfig,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train, record λ, test against the references; write everything into ``out_dir``.
 
+    With ``resume``, the combiner's meta-training continues from ``out_dir/checkpoint`` (same
+    config; ``iterations`` may grow) and ends with the weights of an uninterrupted run; the
+    references, trained without checkpoints, are trained again from their seed.
+
     Returns the ``results.json`` dictionary.
     """
-    torch.set_num_threads(config.train.threads)
     train = config.train
-    cset = build_set(config.initializer, train.task, train.task_options, config.options)
-    if config.combiner == "oracle" and cset.clean is None:
-        raise L2OError(
-            f"combiner oracle needs a clean optimizee, and {config.initializer} has none; "
-            "pick another combiner"
-        )
+    cset = check_experiment(config)
     out = Path(out_dir) if out_dir is not None else None
+    previous: list[dict[str, Any]] = []
+    if resume:
+        previous = _resumable(config, out)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "concurrent.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        write_json(out / "concurrent.json", config.to_dict())
     nets: dict[str, ConcurrentNet] = {}
     problems: dict[str, ConcurrentProblem] = {}
     train_seconds: dict[str, float] = {}
     lambda_rows: list[dict[str, Any]] = []
 
     names = [config.combiner] + [r for r in config.references if r not in ("adam", config.combiner)]
-    if cset.clean is None and "oracle" in names:
+    has_oracle = cset.clean is not None or isinstance(cset, AttackSet)
+    if not has_oracle and "oracle" in names:
         names.remove("oracle")  # no clean optimizee (e.g. shards): nothing to be an oracle of
     for name in names:
         main = name == config.combiner
@@ -179,17 +255,23 @@ def run_experiment(
         problem = ConcurrentProblem(cset, net, train.seed, mode, clean_slot)
         recorder = LambdaRecorder(cset, problem, net) if main else None
         if recorder is not None:
-            lambda_rows.extend(recorder.initial())
+            lambda_rows.extend(previous or recorder.initial())
 
         def on_row(row: dict[str, float], name: str = name, recorder=recorder) -> None:
             if recorder is not None:
-                lambda_rows.extend(recorder.record(int(row["iteration"])))
+                iteration = int(row["iteration"])
+                lambda_rows.extend(recorder.record(iteration))
+                if out is not None and (
+                    iteration % train.checkpoint_every == 0 or iteration == train.iterations
+                ):  # with the checkpoint, so a resumed run has the λ record up to it
+                    write_lambdas(out, lambda_rows)
             if progress is not None:
                 progress(f"train {name}", int(row["iteration"]), train.iterations, row)
 
         net, history = meta_train(
             train,
             out_dir=out if main else None,
+            resume=resume and main,
             problem=problem.meta_problem(),
             net=net,
             callback=on_row,
@@ -211,6 +293,7 @@ def run_experiment(
                 },
             )
 
+    interrupts.stop_if_requested("stopped after training; nothing is resumed")
     adam_lr = None
     if "adam" in config.references:
         if progress is not None:
@@ -246,6 +329,37 @@ def run_experiment(
     write_lambdas(out, lambda_rows)
     plot_lambdas(out, title=f"{config.initializer} on {train.task}: {config.combiner} λ")
     return results
+
+
+def _resumable(config: ConcurrentConfig, out: Path | None) -> list[dict[str, Any]]:
+    """Check that ``out`` holds a checkpoint of this experiment; its λ record up to it."""
+    from safetensors import safe_open
+
+    from l2o.meta.checkpoint import checkpoint_path
+
+    if out is None or not checkpoint_path(out).is_file():
+        raise L2OError(f"nothing to resume: {out} has no checkpoint/ (run without --resume)")
+    saved = json.loads((out / "concurrent.json").read_text())
+    current = config.to_dict()
+    differ = sorted(
+        k
+        for k in set(saved) | set(current)
+        if k != "train" and json.dumps(saved.get(k)) != json.dumps(current.get(k))
+    )
+    if differ:
+        raise L2OError(
+            f"{out} holds a concurrent run with another config ({', '.join(differ)} differ); "
+            "resume with the same one or use a new --out"
+        )
+    with safe_open(str(checkpoint_path(out)), framework="pt") as f:
+        upto = int(json.loads((f.metadata() or {})["state"])["iteration"])
+    return [r for r in _read_lambdas(out) if int(r["iteration"]) <= upto]
+
+
+def _read_lambdas(out: Path) -> list[dict[str, Any]]:
+    if not (out / LAMBDAS_FILE).is_file():
+        return []
+    return read_lambda_rows(out / LAMBDAS_FILE)
 
 
 def _arch(train: TrainConfig, config: ConcurrentConfig) -> dict[str, Any]:
@@ -309,17 +423,7 @@ class LambdaRecorder:
 
 
 def write_lambdas(out: Path, rows: list[dict[str, Any]]) -> None:
-    lines = [",".join(LAMBDA_FIELDS)]
-    for r in rows:
-        lines.append(",".join(_csv(r[k]) for k in LAMBDA_FIELDS))
-    atomic_write_text(out / "lambdas.csv", "\n".join(lines) + "\n")
-
-
-def _csv(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    text = str(v)
-    return f'"{text}"' if "," in text else text
+    write_csv(out / LAMBDAS_FILE, LAMBDA_FIELDS, rows, digits=6)
 
 
 def _slots(cset: ConcurrentSet, problem: ConcurrentProblem, mode: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2o import checks
 from l2o.errors import L2OError
 from l2o.tasks import TaskBatch, TaskFamily, get_task, instance_generator
 from l2o.tasks.digits_mlp import DigitsMLP, MinibatchStream
@@ -103,8 +104,9 @@ def _numbers(
         raise L2OError(f"{name}: {option} must be a non-empty list of numbers, got {values!r}")
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
-            bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        finite = isinstance(v, (int, float)) and math.isfinite(v)
+        if isinstance(v, bool) or not finite or not low <= v <= high:
+            bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g} (finite)"
             raise L2OError(f"{name}: every {option} must be a number {bounds}, got {v!r}")
         out.append(float(v))
     return out
@@ -525,14 +527,11 @@ def _shards(task: str, task_options: Mapping[str, Any], options: Mapping[str, An
     family = get_task(task, task_options)
     _needs("shards", family, (DigitsMLP,), "digits-mlp")
     parts = options.get("parts", 4)
-    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-        raise L2OError(f"shards: parts must be an integer >= 1 (K), got {parts!r}")
+    checks.integer("shards: parts (K)", parts, 1, 1000)
     alpha = options.get("alpha")
-    if alpha is not None and (
-        isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0
-    ):
-        raise L2OError(f"shards: alpha (Dirichlet concentration) must be > 0, got {alpha!r}")
-    return ShardSet(family, parts, None if alpha is None else float(alpha))
+    if alpha is not None:
+        alpha = checks.number("shards: alpha (Dirichlet concentration)", alpha, 0, low_open=True)
+    return ShardSet(family, parts, alpha)
 
 
 def _grid(task: str, task_options: Mapping[str, Any], options: Mapping[str, Any]):
@@ -565,18 +564,31 @@ def build_set(
     options: Mapping[str, Any] | None = None,
 ) -> ConcurrentSet:
     """The K optimizees of initializer ``name`` on ``task`` (default: the initializer's own)."""
+    from l2o.concurrent.attacks import ATTACKS, build_attack_set
+
+    if name in ATTACKS and name not in INITIALIZERS:  # f of K sources Byzantine (attacks.py)
+        return build_attack_set(name, task or "digits-mlp", task_options or {}, options or {})
     if name not in INITIALIZERS:
-        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(INITIALIZERS)}")
+        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(describe_all())}")
     builder, default_task, _ = INITIALIZERS[name]
     return builder(task or default_task, dict(task_options or {}), dict(options or {}))
 
 
 def default_task(name: str) -> str:
+    from l2o.concurrent.attacks import ATTACKS
+
+    if name in ATTACKS and name not in INITIALIZERS:
+        return "digits-mlp"
     if name not in INITIALIZERS:
-        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(INITIALIZERS)}")
+        raise L2OError(f"unknown initializer {name!r}; known: {', '.join(describe_all())}")
     return INITIALIZERS[name][1]
 
 
 def describe_all() -> dict[str, str]:
-    """Initializer name → one-line description (for ``l2o list``)."""
-    return {name: desc for name, (_, _, desc) in INITIALIZERS.items()}
+    """Initializer name → one-line description (for ``l2o list``), attacks included."""
+    from l2o.concurrent.attacks import ATTACKS
+
+    out = {name: desc for name, (_, _, desc) in INITIALIZERS.items()}
+    for name, (_, desc) in ATTACKS.items():
+        out.setdefault(name, f"attack (f of K sources Byzantine): {desc}")
+    return out

@@ -97,6 +97,9 @@ class ConcurrentProblem:
         B, K = perm.shape
         clean = None if self.cset.clean is None else (perm == self.cset.clean).int().argmax(1)
         identity = bool((perm == torch.arange(K)).all())
+        honest = getattr(batch, "honest", None)  # attacks: (B, K) honest variants, oracle only
+        if honest is not None:
+            clean = honest.gather(1, perm)
 
         def observe(theta: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
             loss, grad = batch.clean_loss_and_grad(theta, step)

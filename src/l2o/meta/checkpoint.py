@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from l2o import checks, interrupts
 from l2o.errors import L2OError
 from l2o.serialization import save_tensors_atomic
 
 FORMAT = "l2o.checkpoint/1"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.safetensors"
+RESUMABLE = ("iterations", "device")  # config keys a resumed run may change
 
 
 @dataclass
@@ -73,6 +75,75 @@ def save_checkpoint(
     return path
 
 
+def check_resumable(run_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse, before anything is loaded, a resume whose config differs from the checkpoint's
+    (only ``iterations`` may change): one line naming the keys that differ."""
+    from safetensors import SafetensorError, safe_open
+
+    path = checkpoint_path(run_dir)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["state"])
+        saved = meta["config"]
+        if not isinstance(saved, dict):
+            raise TypeError("config is not an object")
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise L2OError(
+            f"checkpoint {path} is corrupt ({_first_line(exc)}); "
+            "start over with --force or choose another --out"
+        ) from None
+    current = json.loads(json.dumps(config))
+    keys = (set(saved) | set(current)) - set(RESUMABLE)
+    differ = sorted(k for k in keys if saved.get(k) != current.get(k))
+    if differ:
+        change = ", ".join(f"{k} {saved.get(k)!r} → {current.get(k)!r}" for k in differ[:4])
+        raise L2OError(
+            f"cannot resume {run_dir} with another config ({change}); resume with the config "
+            "it was written with (only iterations and device may change), or use --force or a "
+            "new --out"
+        )
+
+
+def _check_meta(meta: Any) -> None:
+    """The JSON part of a checkpoint, type-checked (it may have been edited by hand)."""
+    if not isinstance(meta, dict):
+        raise L2OError("its state is not a JSON object")
+    checks.integer("iteration", meta["iteration"], 0)
+    checks.integer("best_iteration", meta["best_iteration"], -1)
+    checks.integer("skipped", meta["skipped"], 0)
+    checks.number("elapsed", meta["elapsed"], 0)
+    if not isinstance(meta["best_val"], (int, float)) or isinstance(meta["best_val"], bool):
+        raise L2OError(f"best_val must be a number, got {meta['best_val']!r}")
+    for key in ("opt_scalars", "config"):
+        if not isinstance(meta[key], dict):
+            raise L2OError(f"{key} must be a JSON object")
+    if not isinstance(meta["opt_param_groups"], list):
+        raise L2OError("opt_param_groups must be a JSON list")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def stop_if_interrupted(
+    run_dir: Path | None,
+    net: nn.Module,
+    meta_opt: torch.optim.Optimizer,
+    training: TrainingState,
+    config: dict[str, Any],
+    saved: bool,
+) -> None:
+    """After a meta-iteration: on a pending Ctrl-C/SIGTERM, checkpoint (unless just done) and
+    raise :class:`l2o.interrupts.Interrupted` saying what was kept."""
+    if interrupts.pending() is None:
+        return
+    if run_dir is not None and not saved:
+        save_checkpoint(run_dir, net, meta_opt, training, config)
+    kept = f"checkpoint written to {run_dir / CHECKPOINT_DIR}" if run_dir else "nothing written"
+    interrupts.stop_if_requested(f"stopped after meta-iteration {training.iteration}; {kept}")
+
+
 def load_checkpoint(
     run_dir: Path, net: nn.Module, meta_opt: torch.optim.Optimizer
 ) -> tuple[TrainingState, dict[str, Any]]:
@@ -89,8 +160,12 @@ def load_checkpoint(
         if metadata.get("format") != FORMAT:
             raise L2OError(f"{path} is not an l2o checkpoint (format {metadata.get('format')!r})")
         meta = json.loads(metadata["state"])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise L2OError(f"checkpoint {path} is corrupt ({exc}); delete it to start over") from None
+        _check_meta(meta)
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError, L2OError) as exc:
+        raise L2OError(
+            f"checkpoint {path} is corrupt ({_first_line(exc)}); "
+            "start over with --force or choose another --out"
+        ) from None
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -104,12 +179,15 @@ def load_checkpoint(
         for index, values in meta["opt_scalars"].items():
             state.setdefault(int(index), {}).update(values)
         meta_opt.load_state_dict({"state": state, "param_groups": meta["opt_param_groups"]})
-    except (RuntimeError, ValueError, KeyError) as exc:
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise L2OError(
-            f"checkpoint {path} does not fit this network ({exc}); "
+            f"checkpoint {path} does not fit this network ({_first_line(exc)}); "
             "resume with the config it was written with"
         ) from None
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise L2OError(f"checkpoint {path} has no valid RNG state ({_first_line(exc)})") from None
     training = TrainingState(
         meta["iteration"],
         meta["best_val"],

@@ -10,7 +10,6 @@ on held-out instances keeps the best weights; checkpoints make the run resumable
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -23,11 +22,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from l2o import interrupts
 from l2o.config import TrainConfig
 from l2o.devices import on_device, resolve_device
 from l2o.errors import L2OError
 from l2o.meta import distributed
-from l2o.meta.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from l2o.meta.checkpoint import (
+    RESUMABLE,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+    stop_if_interrupted,
+)
+from l2o.meta.health import check_iteration
 from l2o.meta.horizons import HorizonSchedule
 from l2o.meta.pes import pes_unroll_and_step
 from l2o.meta.unroll import (
@@ -38,14 +45,11 @@ from l2o.meta.unroll import (
     truncation_window,
 )
 from l2o.nets import build_net
-from l2o.serialization import CONFIG_FILE, atomic_write_text, save_optimizer
+from l2o.records import append_metrics, atomic_write_text, read_metrics, write_metrics
+from l2o.serialization import CONFIG_FILE, save_optimizer
 from l2o.tasks import TaskBatch, TaskFamily, get_task, index_groups
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.csv"
-RESUMABLE = ("iterations", "device")  # config keys a resumed run may change
-METRIC_FIELDS = ("iteration", "meta_loss", "val_loss", "grad_norm", "skipped", "wall_time")
 
 
 @dataclass
@@ -103,6 +107,7 @@ def build_from_config(config: TrainConfig) -> nn.Module:
     return build_net(config.net, seed=config.seed)
 
 
+@interrupts.safe_points()  # Ctrl-C/SIGTERM stop after an iteration, with a checkpoint
 def meta_train(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -132,7 +137,6 @@ def meta_train(
         >>> len(history.rows)
         2
     """
-    torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     if problem is None:
         problem = task_problem(on_device(get_task(config.task, config.task_options), device))
@@ -155,13 +159,13 @@ def meta_train(
     if run_dir is not None and resume:
         training, saved = load_checkpoint(run_dir, net, meta_opt)
         _check_same_config(saved, config)
-        history.rows = _read_metrics(run_dir, upto=training.iteration)
+        history.rows = read_metrics(run_dir, upto=training.iteration)
     if writer is not None:
         writer.mkdir(parents=True, exist_ok=True)
         # The same layout as the final config.json that save_optimizer writes beside the weights.
         info = {"architecture": net.arch_config(), "train_config": config.to_dict()}
         atomic_write_text(writer / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=True))
-        _write_metrics(writer, history.rows)
+        write_metrics(writer, history.rows)
     schedule = HorizonSchedule(config)  # the horizon of each unroll (fixed: the paper's)
     schedule.replay(history.rows)
     if config.estimator == "pes" and size > 1:
@@ -187,6 +191,9 @@ def meta_train(
         meta_loss = distributed.all_mean(meta_loss)
         training.skipped += 0 if ok else 1
         training.iteration = iteration + 1
+        check_iteration(
+            net, training.iteration, training.skipped, config.iterations, config.meta_lr
+        )
         val_loss = math.nan
         if training.iteration % config.val_every == 0 or training.iteration == config.iterations:
             val_loss = _validate(net, problem, val_indices, schedule.val_horizon)
@@ -204,15 +211,18 @@ def meta_train(
             "wall_time": training.elapsed,
         }
         history.rows.append(row)
+        saved = False
         if writer is not None:
-            _append_metrics(writer, row)
+            append_metrics(writer, row)
             if (
                 training.iteration % config.checkpoint_every == 0
                 or training.iteration == config.iterations
             ):
                 save_checkpoint(writer, net, meta_opt, training, config.to_dict())
+                saved = True
         if callback is not None and rank == 0:  # also without out_dir (in-memory runs)
             callback(row)
+        stop_if_interrupted(writer, net, meta_opt, training, config.to_dict(), saved)
     history.best_val, history.best_iteration = training.best_val, training.best_iteration
     history.skipped = training.skipped
     if training.best_iteration >= 0:
@@ -312,30 +322,3 @@ def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
             f"the checkpoint was written with a different config ({', '.join(differ)} differ); "
             "resume with the same config (only iterations and device may change) or use a new --out"
         )
-
-
-def _write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
-    lines = [",".join(METRIC_FIELDS)]
-    lines += [",".join(_fmt(row[k]) for k in METRIC_FIELDS) for row in rows]
-    atomic_write_text(run_dir / METRICS_FILE, "\n".join(lines) + "\n")
-
-
-def _append_metrics(run_dir: Path, row: dict[str, float]) -> None:
-    with open(run_dir / METRICS_FILE, "a") as f:
-        f.write(",".join(_fmt(row[k]) for k in METRIC_FIELDS) + "\n")
-
-
-def _fmt(value: float) -> str:
-    return str(int(value)) if isinstance(value, int) else repr(float(value))
-
-
-def _read_metrics(run_dir: Path, upto: int) -> list[dict[str, float]]:
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    rows = [r for r in rows if r["iteration"] <= upto]
-    for r in rows:
-        r["iteration"], r["skipped"] = int(r["iteration"]), int(r["skipped"])
-    return rows

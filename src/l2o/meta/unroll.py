@@ -70,8 +70,11 @@ def apply_net(
     state: tuple[Tensor, ...],
     layout: Layout | None = None,
     step: int = 0,
+    theta: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The network on every coordinate of every instance: inputs (B, D, ...) → update (B, D)."""
+    if getattr(net, "needs_params", False):
+        return net.step(inputs, state, layout, step, params=theta.detach())
     return net.step(inputs, state, layout, step)
 
 
@@ -121,7 +124,7 @@ def truncation_window(
         theta = theta.detach().requires_grad_(True)
         inputs = _grad_with_graph(batch, theta, step)
     for _ in range(steps):
-        update, state = apply_net(net, inputs, state, start.layout, step)
+        update, state = apply_net(net, inputs, state, start.layout, step, theta)
         theta = theta + update
         step += 1
         w = weights[step - 1]
@@ -163,7 +166,7 @@ def run_learned(
     theta, inputs, lstm_state = state.theta, state.inputs, state.state
     curve = [record(theta) if record else observe(theta, 0)[0]]
     for step in range(1, steps + 1):
-        update, lstm_state = apply_net(net, inputs, lstm_state, layout, step - 1)
+        update, lstm_state = apply_net(net, inputs, lstm_state, layout, step - 1, theta)
         theta = theta + update
         loss, _, inputs = observe(theta, step)
         curve.append(record(theta) if record else loss)

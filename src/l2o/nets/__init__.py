@@ -17,6 +17,7 @@ from l2o.nets.spec import (
     NET_KEYS,
     NetSpec,
     build_net,
+    describe_nets,
     net_names,
     register_net,
     spec_from_dict,
@@ -30,12 +31,18 @@ _LSTM_KEYS = (
     "preprocess_p",
     "skip_zero_grad",
 )
-register_net("lstm", LSTMOptimizer.from_spec, keys=_LSTM_KEYS)
+register_net(
+    "lstm",
+    LSTMOptimizer.from_spec,
+    keys=_LSTM_KEYS,
+    description="the paper's coordinatewise 2×20 LSTM on log/sign gradients (the default)",
+)
 register_net(
     "rnnprop",
     RNNpropOptimizer.from_spec,
     keys=_LSTM_KEYS,
     defaults={"preprocess": "rnnprop"},
+    description="RNNprop: m̂/√v̂ and g/√v̂ into dense + 2×20 LSTM, output bounded by lr",
 )
 register_net(
     "mlp",
@@ -49,9 +56,11 @@ register_net(
         "step_alpha",
         "nominal",
         "update_norm",
+        "param_scale",
         "skip_zero_grad",
     ),
     defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},
+    description="per-coordinate MLP on Adam-like per-tensor features, update lr·d·exp(α·m)",
 )
 
 __all__ = [
@@ -64,6 +73,7 @@ __all__ = [
     "RNNpropOptimizer",
     "State",
     "build_net",
+    "describe_nets",
     "log_sign",
     "lstm_update",
     "mlp_update",

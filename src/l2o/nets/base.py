@@ -13,7 +13,9 @@ concurrent framework all call :meth:`OptimizerNet.step`:
   made by :meth:`init_state` (feature accumulators first, then the net's own recurrent state);
 - ``layout``: the shapes of the tensors θ splits into (per-tensor feature normalisation);
 - ``step``: how many updates were made before this one (time features, bias corrections);
-- ``lr``: the output scale; ``None`` takes ``spec.output_scale``.
+- ``lr``: the output scale; ``None`` takes ``spec.output_scale``;
+- ``params``: θ itself ``(B, D)``, passed only to nets whose :attr:`~OptimizerNet.needs_params`
+  is true (a relative step size reads each tensor's scale); never differentiated.
 
 θ ← θ + update. Coordinates whose gradient is exactly 0 get a 0 update (``skip_zero_grad``).
 """
@@ -38,6 +40,11 @@ class OptimizerNet(nn.Module):
 
     spec: NetSpec
     kind: str  # the registered name (the spec's ``optimizer``)
+
+    @property
+    def needs_params(self) -> bool:
+        """Whether :meth:`step` reads the parameters themselves (``params=``)."""
+        return False
 
     @property
     def output_scale(self) -> float:

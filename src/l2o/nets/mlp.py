@@ -10,7 +10,9 @@ features) plus a linear skip path, to a direction d and a log-magnitude m:
 ``lr`` is the spec's ``output_scale``, and in :class:`l2o.LearnedOptimizer` each group's ``lr``,
 so schedulers drive it. The skip path starts as −m_0.9/√v: an untrained net is Adam-like
 (without bias correction) and meta-training learns the corrections. ``update_norm`` divides each
-tensor's update by its RMS (Celo2), so ``lr`` is the RMS step of every tensor.
+tensor's update by its RMS (Celo2), so ``lr`` is the RMS step of every tensor; ``param_scale``
+multiplies it by max(10⁻³, RMS of the tensor's parameters) (Adafactor's relative step), so
+``lr`` is a step relative to each tensor's scale and rescaling parameters rescales the steps.
 
 State per coordinate: the 5 feature accumulators (m at 4 timescales, v): 20 bytes, against
 Adam's 8.
@@ -37,6 +39,7 @@ from l2o.nets.spec import NetSpec
 from l2o.tasks.base import Layout
 
 ADAM_FEATURE = 8  # index of m_0.9/√v in the adam feature set: the skip path's starting direction
+PARAM_SCALE_FLOOR = 1e-3  # Adafactor's ε₂: tensors at zero still move
 MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input cannot explode a step
 
 
@@ -112,6 +115,10 @@ class MLPOptimizer(OptimizerNet):
             skip[ADAM_FEATURE, 0] = -1.0
         self.skip_weight = nn.Parameter(skip)
 
+    @property
+    def needs_params(self) -> bool:
+        return bool(self.spec.param_scale)
+
     def weights(self) -> dict[str, Tensor]:
         named = {
             "in.weight": self.in_weight,
@@ -140,6 +147,7 @@ class MLPOptimizer(OptimizerNet):
         layout: Layout | None = None,
         step: int = 0,
         lr: float | None = None,
+        params: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         spec = self.spec
         B, D = grads.shape
@@ -156,6 +164,11 @@ class MLPOptimizer(OptimizerNet):
         if spec.update_norm:
             rms = norm.rms(update.unsqueeze(-1)).squeeze(-1)
             update = update / rms * lr
+        if spec.param_scale:
+            if params is None:
+                raise ValueError("param_scale needs the parameters: step(..., params=θ)")
+            scale = norm.rms(params.detach().unsqueeze(-1)).squeeze(-1)
+            update = update * scale.clamp_min(PARAM_SCALE_FLOOR)
         if spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
         return update, ((acc.reshape(B * D, size),) if size else ())

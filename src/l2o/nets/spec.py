@@ -44,6 +44,7 @@ class NetSpec:
     step_alpha: float = 1.0  # update = lr·d·exp(step_alpha·m), capped at e⁵: m = log-magnitude
     nominal: bool = False  # add the learned step to Adam's direction (STAR): never worse than Adam
     update_norm: bool = False  # divide each tensor's update by its RMS (Celo2)
+    param_scale: bool = False  # × max(1e-3, RMS of the tensor's parameters): a relative step
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -74,7 +75,7 @@ class NetSpec:
         _positive(self, "logit_scale")
         _number(self, "step_alpha")
         _number(self, "trim")
-        for key in ("nominal", "update_norm", "skip_zero_grad"):
+        for key in ("nominal", "update_norm", "param_scale", "skip_zero_grad"):
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.preprocess not in FEATURE_SETS:
@@ -161,6 +162,7 @@ class _Kind:
     build: Callable[[NetSpec, int | None], nn.Module]
     keys: tuple[str, ...]
     defaults: Mapping[str, Any]
+    description: str
 
 
 _KINDS: dict[str, _Kind] = {}
@@ -177,6 +179,7 @@ def register_net(
     build: Callable[[NetSpec, int | None], nn.Module],
     keys: tuple[str, ...] = ("hidden_size", "layers", "output_scale", "preprocess", "preprocess_p"),
     defaults: Mapping[str, Any] | None = None,
+    description: str = "",
 ) -> None:
     """Make a kind buildable and loadable by name.
 
@@ -185,15 +188,22 @@ def register_net(
         build: ``build(spec, seed)`` → a network (an :class:`l2o.nets.base.OptimizerNet`).
         keys: the spec keys this kind reads (saved with its weights).
         defaults: the kind's own values for keys left unset (``hidden_size``, ``preprocess``...).
+        description: one line for ``l2o list``.
     """
     unknown = sorted((set(keys) | set(defaults or {})) - set(NET_KEYS))
     if unknown:
         raise L2OError(f"register_net({name!r}): unknown spec key(s) {', '.join(unknown)}")
-    _KINDS[name] = _Kind(build, tuple(k for k in keys if k != "optimizer"), dict(defaults or {}))
+    keys = tuple(k for k in keys if k != "optimizer")
+    _KINDS[name] = _Kind(build, keys, dict(defaults or {}), description)
 
 
 def net_names() -> list[str]:
     return sorted(_KINDS)
+
+
+def describe_nets() -> dict[str, str]:
+    """Kind → one-line description (for ``l2o list``)."""
+    return {name: _KINDS[name].description for name in net_names()}
 
 
 def build_net(spec: NetSpec | Mapping[str, Any], seed: int | None = None) -> nn.Module:

@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from l2o.errors import L2OError
+from l2o.serialization import load_optimizer_file
 
 HERE = Path(__file__).parent
 DEFAULT = "general"  # the network of l2o.LearnedOptimizer when none is given
@@ -38,9 +39,7 @@ def path(name: str) -> Path:
 
 def pretrained(name: str) -> nn.Module:
     """Load a pretrained learned optimizer by name, e.g. ``l2o.pretrained("quadratic")``."""
-    from l2o.serialization import load
-
-    return load(path(name))
+    return load_optimizer_file(path(name))
 
 
 class _CallableModule(types.ModuleType):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
+
+from l2o.records import read_metrics
 
 
 def plot_training(metrics: Path, out: Path, title: str) -> Path:
@@ -14,15 +15,10 @@ def plot_training(metrics: Path, out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(metrics) as f:
-        rows = list(csv.DictReader(f))
-    it = [int(r["iteration"]) for r in rows]
-    meta = [float(r["meta_loss"]) for r in rows]
-    val = [
-        (int(r["iteration"]), float(r["val_loss"]))
-        for r in rows
-        if math.isfinite(float(r["val_loss"]))
-    ]
+    rows = read_metrics(metrics.parent)
+    it = [r["iteration"] for r in rows]
+    meta = [r["meta_loss"] for r in rows]
+    val = [(r["iteration"], r["val_loss"]) for r in rows if math.isfinite(r["val_loss"])]
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
     ax.plot(it, meta, color="#1f77b4", lw=1, alpha=0.8, label="meta-loss (mean loss per step)")
     if val:

@@ -6,8 +6,6 @@ lambdas.csv, ...), never from live objects, so the report can be rebuilt at any 
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import platform
 import shlex
@@ -15,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from l2o.records import atomic_write_text, fmt_number, read_json, read_metrics
 from l2o.reproduce.plan import Step
 from l2o.reproduce.runner import step_dir
-from l2o.serialization import atomic_write_text
 
 
 def environment() -> dict[str, str]:
@@ -46,12 +44,7 @@ def environment() -> dict[str, str]:
     }
 
 
-def _num(x: Any) -> str:
-    if x is None:
-        return "diverged"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
+_num = fmt_number
 
 
 def _hyper(h: Mapping[str, Any]) -> str:
@@ -113,11 +106,9 @@ def lambda_table(results: Mapping[str, Any]) -> str:
 
 def training_summary(folder: Path) -> str:
     info_path = folder / "config.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    rows = []
-    with open(folder / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    last = rows[-1] if rows else {}
+    info = read_json(info_path, "a run config") if info_path.is_file() else {}
+    rows = read_metrics(folder)
+    last: dict[str, Any] = rows[-1] if rows else {}
     cfg = info.get("train_config", {})
     return "\n".join(
         [
@@ -153,7 +144,7 @@ def section(step: Step, out: Path, record: Mapping[str, Any]) -> str:
     if step.notes:
         parts += [step.notes, ""]
     results_path = folder / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    results = read_json(results_path, "an l2o results file") if results_path.is_file() else None
     if step.kind == "train":
         from l2o.reproduce.plots import plot_training
 

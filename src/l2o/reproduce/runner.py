@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from l2o.errors import L2OError
+from l2o.records import read_json, write_json
 from l2o.reproduce.plan import Step
-from l2o.serialization import atomic_write_text
 
 DONE_FILE = "step.json"  # written last: its presence means the step finished
 
@@ -28,8 +27,15 @@ def finished(out: Path, step: Step) -> dict | None:
     path = step_dir(out, step) / DONE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("command") == command_line(step, out) else None
+    try:
+        record = read_json(path, "a step record")
+    except L2OError:  # a damaged record: the step did not finish cleanly, so it runs again
+        return None
+    return (
+        record
+        if isinstance(record, dict) and record.get("command") == command_line(step, out)
+        else None
+    )
 
 
 def run_steps(
@@ -37,13 +43,16 @@ def run_steps(
     out: Path,
     force: bool = False,
     on_step: Callable[[Step, str], None] | None = None,
+    execute: Callable[[list[str]], int] | None = None,
 ) -> dict[str, dict]:
     """Run every step not already finished; return each step's record (command, wall time).
 
     A step whose folder exists without a finished record (an interrupted run) is started over;
-    ``force`` reruns everything.
+    ``force`` reruns everything. ``execute(argv)`` runs one ``l2o`` command line and returns
+    its exit status (the CLI passes its own dispatcher: the library never imports the CLI).
     """
-    from l2o.cli.main import build_parser
+    if execute is None:
+        raise L2OError("run_steps needs execute(argv), the function that runs an l2o command")
 
     records: dict[str, dict] = {}
     for step in steps:
@@ -60,15 +69,14 @@ def run_steps(
             on_step(step, "running")
         argv = command_line(step, out)
         start = time.perf_counter()
-        args = build_parser().parse_args(argv)
         try:
-            status = args.run(args)
+            status = execute(argv)
         except L2OError as exc:
             raise L2OError(f"step {step.name} (l2o {' '.join(argv)}): {exc}") from None
         if status:
             raise L2OError(f"step {step.name} failed (exit {status}): l2o {' '.join(argv)}")
         record = {"command": argv, "wall_seconds": time.perf_counter() - start}
-        atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2) + "\n")
+        write_json(folder / DONE_FILE, record)
         records[step.name] = {**record, "reused": False}
         if on_step:
             on_step(step, "done")

@@ -8,6 +8,7 @@ Register your own with :func:`register_task`::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,8 +49,26 @@ def get_task(name: str, options: Mapping[str, Any] | None = None) -> TaskFamily:
     """Build the family ``name`` with its options, e.g. ``get_task("quadratic", {"dim": 20})``."""
     if name not in _REGISTRY:
         raise L2OError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
+    factory = _REGISTRY[name]
     try:
-        family = _REGISTRY[name](**dict(options or {}))
+        known = [
+            p.name
+            for p in inspect.signature(factory).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        has_kwargs = any(
+            p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()
+        )
+    except (TypeError, ValueError):  # pragma: no cover - a factory without a signature
+        known, has_kwargs = [], True
+    unknown = sorted(set(options or {}) - set(known))
+    if unknown and not has_kwargs:
+        raise L2OError(
+            f"unknown option(s) {', '.join(unknown)} for task {name!r}; "
+            f"known: {', '.join(known) or 'none'}"
+        )
+    try:
+        family = factory(**dict(options or {}))
     except TypeError as exc:
         raise L2OError(f"invalid options for task {name!r}: {exc}") from None
     family.name = name

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o import checks
 from l2o.errors import L2OError
 from l2o.tasks.base import TaskBatch, TaskFamily, instance_generator, instance_seed
 from l2o.tasks.mlp import (
@@ -127,8 +128,12 @@ class DigitsMLP(TaskFamily):
     ) -> None:
         if isinstance(hidden, int):
             hidden = [hidden]
-        if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-            raise L2OError(f"digits-mlp: hidden must be a list of sizes >= 1, got {hidden!r}")
+        if not isinstance(hidden, (list, tuple)) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 100_000 for h in hidden
+        ):
+            raise L2OError(
+                f"digits-mlp: hidden must be a list of sizes in [1, 100000], got {hidden!r}"
+            )
         if activation not in ACTIVATIONS:
             raise L2OError(
                 f"digits-mlp: activation must be one of {', '.join(ACTIVATIONS)}, "
@@ -136,8 +141,7 @@ class DigitsMLP(TaskFamily):
             )
         if loss not in LOSSES:
             raise L2OError(f"digits-mlp: loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise L2OError(f"digits-mlp: batch_size must be an integer >= 1, got {batch_size!r}")
+        checks.integer("digits-mlp: batch_size", batch_size, 1, checks.MAX_SIZE)
         self.hidden, self.activation = list(hidden), activation
         self.batch_size, self.loss = batch_size, loss
         self.shape = MLPShape([64, *self.hidden, 10])

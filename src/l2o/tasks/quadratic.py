@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from l2o.errors import L2OError
+from l2o import checks
 from l2o.tasks.base import TaskBatch, TaskFamily, instance_generator
 
 
@@ -41,12 +41,10 @@ class Quadratic(TaskFamily):
     name = "quadratic"
 
     def __init__(self, dim: int = 10, noise_std: float | None = None) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise L2OError(f"quadratic: dim must be an integer >= 1, got {dim!r}")
-        if noise_std is not None and not (isinstance(noise_std, (int, float)) and noise_std >= 0):
-            raise L2OError(f"quadratic: noise_std must be a number >= 0, got {noise_std!r}")
-        self.dim = dim
-        self.noise_std = None if noise_std is None else float(noise_std)
+        self.dim = checks.integer("quadratic: dim", dim, 1, 100_000)
+        self.noise_std = (
+            None if noise_std is None else checks.number("quadratic: noise_std", noise_std, 0)
+        )
 
     def options(self) -> dict:
         return {"dim": self.dim, "noise_std": self.noise_std}
@@ -62,6 +60,10 @@ class Quadratic(TaskFamily):
         return W, target, eps, theta0
 
     def sample(self, split: str, indices: Sequence[int]) -> QuadraticBatch:
+        checks.memory(
+            f"{len(indices)} quadratic instances of dim {self.dim}",
+            8.0 * len(indices) * self.dim**2,
+        )
         parts = [self.draw(split, i) for i in indices]
         W = torch.stack([p[0] for p in parts])
         target = torch.stack([p[1] for p in parts])

@@ -1,0 +1,222 @@
+"""A learned robust aggregator: per-instance, per-step weights from scale-free source statistics.
+
+Each source k of an instance is described by statistics that do not change when every gradient
+is scaled or the sources are reordered (:func:`source_statistics`): its cosine with the
+coordinatewise median and with the mean of the other sources, the median of its cosines with the
+others, and its norm, its distance from the median, its Krum-like crowding and its distance to
+its nearest other source (0 for copies), each as a log-ratio to the median over the sources. A
+small MLP shared by the sources scores each one; a sigmoid gate per source, normalised to sum 1
+(non-finite sources get 0), mixes the gradients. This is the L3RS idea (Kristiansen et al. 2024)
+of learned weights over normalised source directions, per instance and per step, with gates
+instead of a softmax so that honest sources keep equal weights (their noise averages out). It
+knows neither f nor which sources are Byzantine.
+
+:class:`LearnedAggregator` puts Adam behind the mix, the same Adam (and learning rate) that every
+hand-designed rule of the robust study (:mod:`l2o.concurrent.robust`) gets, so the comparison is
+about aggregation alone. It is a coordinatewise network like the others (``net(inputs, state)``),
+so the core loop (:func:`l2o.meta_train`) meta-trains it; :meth:`LearnedAggregator.combine` is
+the same mix computed once per instance, for test runs.
+
+Example:
+    >>> net = LearnedAggregator(k=5, lr=0.01, seed=0)
+    >>> grads = torch.randn(2, 7, 5)
+    >>> net.combine(grads).shape
+    torch.Size([2, 7])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from l2o.concurrent.aggregators import finite_sources
+from l2o.nets.base import OptimizerNet
+from l2o.nets.spec import NetSpec, register_net
+from l2o.tasks.base import Layout
+
+SOURCE_STATISTICS = (
+    "cos_median",
+    "cos_mean_of_others",
+    "median_cos_to_others",
+    "log_norm_ratio",
+    "log_distance_ratio",
+    "log_crowding_ratio",
+    "log_nearest_ratio",
+)
+TINY = 1e-20
+
+
+def source_statistics(grads: Tensor) -> tuple[Tensor, Tensor]:
+    """``(B, K, S)`` statistics per source and the finite sources ``(B, K)`` (see module doc)."""
+    K = grads.shape[2]
+    ok = finite_sources(grads)
+    x = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
+    okf = ok.to(x.dtype)
+    count = okf.sum(1, keepdim=True).clamp_min(1)  # (B, 1)
+    # coordinatewise median of the finite sources (non-finite ones pushed to both ends evenly)
+    med = torch.where(ok.unsqueeze(1), grads, torch.full_like(grads, torch.nan)).nanmedian(2).values
+    med = torch.nan_to_num(med)
+    unit = x / x.norm(dim=1, keepdim=True).clamp_min(TINY)
+    cos = unit.transpose(1, 2) @ unit  # (B, K, K)
+    pair = okf.unsqueeze(2) * okf.unsqueeze(1) * (1 - torch.eye(K, dtype=x.dtype))
+    cos_med = nn.functional.cosine_similarity(x, med.unsqueeze(2), dim=1, eps=TINY)
+    others = (x.sum(2, keepdim=True) - x) / (count.unsqueeze(1) - okf.unsqueeze(1)).clamp_min(1)
+    cos_others = nn.functional.cosine_similarity(x, others, dim=1, eps=TINY)
+    cos_masked = torch.where(pair > 0, cos, torch.full_like(cos, torch.nan))
+    median_cos = torch.nan_to_num(cos_masked.nanmedian(2).values)
+    norm = x.norm(dim=1)
+    dist_med = (x - med.unsqueeze(2)).norm(dim=1)
+    rows = x.transpose(1, 2)
+    dist = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist")
+    dist = torch.where(pair > 0, dist.pow(2), torch.full_like(dist, torch.inf))
+    near = max(1, K // 2)
+    crowding = dist.sort(2).values[..., :near]
+    crowding = torch.where(torch.isfinite(crowding), crowding, torch.nan).nanmean(2)
+    # exact copies (several Byzantine sources sending one vector) are never honest-like
+    nearest = dist.min(2).values
+
+    def log_ratio(v: Tensor) -> Tensor:
+        v = torch.where(ok, v, torch.full_like(v, torch.nan))
+        ref = v.nanmedian(1, keepdim=True).values
+        r = (v.clamp_min(TINY) / ref.clamp_min(TINY)).log()
+        return torch.nan_to_num(r, nan=0.0).clamp(-10.0, 10.0) / 5.0
+
+    stats = torch.stack(
+        (
+            cos_med,
+            cos_others,
+            median_cos,
+            log_ratio(norm),
+            log_ratio(dist_med),
+            log_ratio(crowding),
+            log_ratio(nearest),
+        ),
+        -1,
+    )
+    return torch.nan_to_num(stats) * okf.unsqueeze(-1), ok
+
+
+def adam_step(
+    g: Tensor, state: tuple[Tensor, Tensor, Tensor], lr: float
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """One step of Adam (torch's defaults: β = (0.9, 0.999), ε = 1e-8) as a pure function.
+
+    Returns the update (θ ← θ + update) and the new state ``(m, v, t)``.
+    """
+    m, v, t = state
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    t = t + 1
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    # clamped: coordinates whose gradient is exactly 0 (unused pixels) would give sqrt'(0) = inf
+    return -lr * m_hat / (v_hat.clamp_min(1e-30).sqrt() + eps), (m, v, t)
+
+
+class LearnedAggregator(OptimizerNet):
+    """λ ∝ sigmoid(logit_scale · MLP(statistics)) over the sources, then Adam at rate ``lr``.
+
+    Spec keys: ``k``, ``hidden_size`` (the scoring MLP's, 16), ``output_scale`` (Adam's learning
+    rate) and ``logit_scale`` (10). Its inputs are the K gradients ``(B, D, K)`` themselves: the
+    statistics are computed per instance inside :meth:`step`.
+    """
+
+    kind = "concurrent-robust-aggregator"
+
+    def __init__(
+        self,
+        k: int = 10,
+        lr: float = 0.01,
+        hidden: int = 16,
+        logit_scale: float = 10.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = NetSpec(
+            optimizer=self.kind,
+            k=k,
+            hidden_size=hidden,
+            output_scale=lr,
+            logit_scale=logit_scale,
+        )
+        self.k, self.lr, self.hidden = k, float(lr), int(hidden)
+        self.logit_scale = float(logit_scale)
+        generator = torch.Generator().manual_seed(seed or 0)
+        S = len(SOURCE_STATISTICS)
+        self.w1 = nn.Parameter(torch.randn(S, hidden, generator=generator) / math.sqrt(S))
+        self.b1 = nn.Parameter(torch.zeros(hidden))
+        self.w2 = nn.Parameter(torch.zeros(hidden))  # λ starts uniform: the mean
+        self.linear = nn.Parameter(torch.zeros(S))  # a direct path: no tanh to saturate
+
+    @classmethod
+    def from_spec(cls, spec: NetSpec, seed: int | None = None) -> LearnedAggregator:
+        return cls(spec.k, spec.output_scale, spec.hidden_size, spec.logit_scale, seed=seed)
+
+    def scores(self, stats: Tensor, ok: Tensor) -> Tensor:
+        """λ ``(..., K)`` from statistics ``(..., K, S)``; 0 on non-finite sources."""
+        s = (
+            torch.tanh(stats @ self.w1 + self.b1) @ self.w2 + stats @ self.linear
+        ) * self.logit_scale
+        # a gate per source, then normalised: honest sources keep equal weights (averaging
+        # their noise), where a softmax would concentrate on a few
+        gate = torch.sigmoid(s) * ok
+        return gate / gate.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def mixing(self, inputs: Tensor | None = None) -> Tensor | None:
+        """λ ``(B, K)`` per instance, from the gradients ``(B, D, K)``."""
+        if inputs is None:
+            return None
+        return self.scores(*source_statistics(inputs))
+
+    def combine(self, grads: Tensor) -> Tensor:
+        """``(B, D, K)`` → ``(B, D)``: the mix, statistics computed once per instance.
+
+        Each source is first clipped to the median norm of the finite sources, so no single
+        source can outweigh the others by its size whatever its λ (scale free, like ARC).
+        """
+        stats, ok = source_statistics(grads)
+        lam = self.scores(stats, ok)
+        safe = torch.where(ok.unsqueeze(1), grads, torch.zeros_like(grads))
+        norms = safe.norm(dim=1, keepdim=True)  # (B, 1, K)
+        median = norms.masked_fill(~ok.unsqueeze(1), torch.nan).nanmedian(2, keepdim=True).values
+        clipped = safe * (torch.nan_to_num(median) / norms.clamp_min(1e-30)).clamp(max=1.0)
+        return (clipped * lam.unsqueeze(1)).sum(2)
+
+    def pack(self, grads: Tensor, losses: Tensor, clean_slot: Tensor | None) -> Tensor:
+        return grads
+
+    def state_names(self) -> tuple[str, ...]:
+        return ("m", "v")
+
+    def state_widths(self) -> tuple[int, ...]:
+        return (1, 1)
+
+    def step(
+        self,
+        grads: Tensor,
+        state: tuple[Tensor, ...],
+        layout: Layout | None = None,
+        step: int = 0,
+        lr: float | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        B, D = grads.shape[:2]
+        g = self.combine(grads).reshape(B * D, 1)
+        t = torch.full((), float(step), device=g.device)
+        update, (m, v, _) = adam_step(g, (state[0], state[1], t), self.lr if lr is None else lr)
+        return update.view(B, D), (m, v)
+
+    def forward(self, grads: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple]:
+        """One instance: ``grads (D, K)``."""
+        update, state = self.step(grads.unsqueeze(0), state)
+        return update.squeeze(0), state
+
+
+register_net(
+    LearnedAggregator.kind,
+    LearnedAggregator.from_spec,
+    keys=("k", "hidden_size", "output_scale", "logit_scale"),
+    defaults={"hidden_size": 16, "output_scale": 0.01},
+)

@@ -1,0 +1,86 @@
+"""Ctrl-C and SIGTERM that stop at a safe point, so the work done so far is kept.
+
+An entry point (the CLI) wraps its work in :func:`handle_signals`. Loops that can stop cleanly
+(meta-training after an iteration, tuning after a trial) run inside :func:`safe_points` and call
+:func:`stop_if_requested` when their state is consistent: the first signal then only sets a flag,
+and the loop checkpoints and raises :class:`Interrupted`. Outside such loops, and at a second
+signal, the signal raises ``KeyboardInterrupt`` at once (the last checkpoint stays intact).
+
+Example:
+    >>> with handle_signals(), safe_points():
+    ...     stop_if_requested()  # nothing pending: returns
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+_pending: str | None = None  # the name of a signal received inside a safe-point region
+_depth = 0  # nesting of safe_points()
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped at a safe point after a signal; ``str()`` says what was kept."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT") -> None:
+        super().__init__(message)
+        self.message, self.signal_name = message, signal_name
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    name = signal.Signals(signum).name
+    if _depth > 0 and _pending is None:
+        _pending = name  # a safe point will stop the loop
+        return
+    raise KeyboardInterrupt(name)
+
+
+@contextmanager
+def handle_signals() -> Iterator[None]:
+    """Route SIGINT and SIGTERM through the safe-point logic (main thread only; else a no-op)."""
+    global _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _pending = None
+    for s in previous:
+        signal.signal(s, _handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+        _pending = None
+
+
+@contextmanager
+def safe_points() -> Iterator[None]:
+    """A region whose loop calls :func:`stop_if_requested` at consistent states."""
+    global _depth
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+
+
+def pending() -> str | None:
+    """The signal waiting for a safe point (``"SIGINT"``, ``"SIGTERM"``), or None."""
+    return _pending
+
+
+def stop_if_requested(message: str = "interrupted") -> None:
+    """Raise :class:`Interrupted` with ``message`` if a signal is waiting."""
+    global _pending
+    if _pending is not None:
+        name, _pending = _pending, None
+        raise Interrupted(message, name)

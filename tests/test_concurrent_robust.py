@@ -1,0 +1,177 @@
+"""The robust study: its config, robust.json as PRODUCT.md says, a learned aggregator learning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from l2o.cli.main import main
+from l2o.concurrent.attacks import build_attack_set
+from l2o.concurrent.robust import load_robust_config, rule, run_robust, run_rule, train_learned
+from l2o.concurrent.scoring import LearnedAggregator, source_statistics
+from l2o.errors import L2OError
+
+TINY = [
+    "steps=8",
+    "instances=4",
+    "lrs=[0.1]",
+    "train.iterations=2",
+    "train.batch_size=4",
+    "train.val_instances=4",
+]
+
+
+def test_config_layers_and_errors():
+    cfg = load_robust_config(None, ["train.iterations=5"], "quadratic", f=[1, 2])
+    assert cfg.f == (1, 2) and cfg.train.iterations == 5 and cfg.train.horizon == cfg.steps
+    digits = load_robust_config(None, [], "digits-mlp")
+    assert digits.task_options == {"batch_size": 32} and digits.train.batch_size == 8
+    chosen = load_robust_config(None, [], "quadratic", attacks=["signflip", "ipm"])
+    assert chosen.held_out == ("ipm",) and chosen.training_attacks == ("signflip",)
+    only = load_robust_config(None, [], "quadratic", attacks=["ipm"])
+    assert only.held_out == ()
+    with pytest.raises(L2OError, match="2f < K"):
+        load_robust_config(None, [], "quadratic", f=[5])
+    with pytest.raises(L2OError, match="unknown attack"):
+        load_robust_config(None, [], "quadratic", attacks=["nope"])
+    with pytest.raises(L2OError, match="unknown aggregator"):
+        load_robust_config(None, ["aggregators=['kram']"], "quadratic")
+    with pytest.raises(L2OError, match="leave at least one"):
+        load_robust_config(None, ["held_out=['signflip']"], "quadratic", attacks=["signflip"])
+
+
+def test_robust_json_is_what_product_md_says(tmp_path):
+    code = main(
+        [
+            "robust",
+            "quadratic",
+            "--k",
+            "5",
+            "--f",
+            "1,2",
+            "--attacks",
+            "signflip,ipm,inf",
+            "--out",
+            str(tmp_path),
+            *[x for kv in TINY for x in ("--set", kv)],
+        ]
+    )
+    assert code == 0
+    data = json.loads((tmp_path / "robust.json").read_text())
+    assert {"task", "k", "f", "attacks", "held_out_attacks", "oracle", "aggregators"} <= set(data)
+    assert data["task"] == "quadratic" and data["k"] == 5 and data["f"] == [1, 2]
+    assert data["held_out_attacks"] == ["ipm", "inf"]
+    assert set(data["oracle"]) == {"1", "2"}
+    aggs = data["aggregators"]
+    assert aggs["learned"]["learned"] is True and aggs["krum"]["learned"] is False
+    assert "advantage" in aggs["fltrust"]
+    for agg in aggs.values():
+        assert set(agg["by_attack"]) == {"signflip", "ipm", "inf"}
+        for f in ("1", "2"):
+            by = [agg["by_attack"][a][f] for a in data["attacks"]]
+            worst = agg["worst_case"][f]
+            assert worst is None if None in by else worst == max(by)
+    assert aggs["mean"]["worst_case"]["1"] is None  # inf breaks the mean: diverged
+    assert aggs["median"]["worst_case"]["1"] is not None
+    assert (tmp_path / "robust.png").stat().st_size > 0
+    assert main(["robust", "quadratic", "--out", str(tmp_path)]) == 2  # finished: --force
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert main(["robust", "quadratic", "--f", "1,x"]) == 2
+    assert main(["robust", "quadratic", "--k", "4", "--f", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error:") for line in err)
+
+
+def test_statistics_are_scale_free_and_equivariant():
+    grads = torch.randn(2, 30, 6, dtype=torch.float64)
+    stats, ok = source_statistics(grads)
+    assert ok.all() and stats.shape == (2, 6, 7)
+    torch.testing.assert_close(source_statistics(grads * 1e3)[0], stats)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    torch.testing.assert_close(source_statistics(grads[..., perm])[0], stats[:, perm])
+
+
+def test_the_step_protocol_is_adam_on_the_mix_and_the_net_reloads(tmp_path):
+    from l2o.resolve import load
+    from l2o.serialization import save_optimizer
+
+    net = LearnedAggregator(k=5, lr=0.1, seed=1)
+    with torch.no_grad():
+        net.w2.normal_()
+    grads = torch.randn(3, 8, 5)
+    update, _ = net.step(grads, net.init_state(24), None, 0)
+    mixed = net.combine(grads)
+    # Adam's first step: -lr * g / (|g| + eps)
+    torch.testing.assert_close(update, -0.1 * mixed / (mixed.abs() + 1e-8))
+    save_optimizer(net, tmp_path)
+    again = load(tmp_path)
+    assert isinstance(again, LearnedAggregator) and again.arch_config() == net.arch_config()
+    torch.testing.assert_close(again.combine(grads), mixed)
+
+
+def test_the_learned_aggregator_learns_to_resist_an_attack():
+    """Meta-trained on IPM (f = 3 of K = 7: the mean then points uphill) on noisy least squares,
+    it ends near the oracle on held-out instances, where it started as the mean."""
+    cfg = load_robust_config(
+        None,
+        [
+            "attacks=['ipm', 'signflip']",
+            "held_out=['signflip']",
+            "steps=20",
+            "train.iterations=25",
+            "train.batch_size=8",
+            "train.val_every=25",
+            "train.val_instances=8",
+        ],
+        "quadratic",
+        k=7,
+        f=[3],
+    )
+    batch = build_attack_set("ipm", "quadratic", {}, {"k": 7, "f": 3}).sample("test", range(16))
+    untrained = LearnedAggregator(k=7, lr=0.1, seed=0)
+    net = train_learned(cfg, 0.1, None, None)
+
+    def final(combine) -> float:
+        return float(run_rule(batch, combine, 3, 0.1, 20).median())
+
+    oracle = final(rule("oracle"))
+    before = final(lambda g, ctx: untrained.combine(g))
+    after = final(lambda g, ctx: net.combine(g))
+    assert before > 2 * oracle  # untrained: the (clipped) mean, fooled
+    assert after < 1.5 * oracle, (after, oracle)
+
+
+def test_meta_training_on_digits_has_finite_meta_gradients(tmp_path):
+    """Digits have coordinates whose gradient is exactly 0: Adam's sqrt must not give NaN."""
+    import csv
+
+    cfg = load_robust_config(
+        None,
+        [
+            "steps=3",
+            "attacks=['gaussian', 'signflip']",
+            "train.iterations=2",
+            "train.batch_size=2",
+            "train.val_instances=2",
+        ],
+        "digits-mlp",
+        k=3,
+        f=[1],
+    )
+    net = train_learned(cfg, 0.1, tmp_path, None)
+    with open(tmp_path / "learned" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["skipped"]) for r in rows] == [0, 0]
+    assert float(net.linear.detach().abs().sum()) > 0  # it moved
+
+
+def test_run_robust_in_memory():
+    cfg = load_robust_config(
+        None, [*TINY, "aggregators=['median']", "learned=false"], "quadratic", k=5, f=[1]
+    )
+    res = run_robust(cfg)
+    assert set(res["aggregators"]) == {"median"} and res["held_out_attacks"] == []
