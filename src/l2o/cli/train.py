@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.worker_timeout is not None and not args.worker_timeout > 0:
             raise L2OError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
-    with open_run(out, "train", resume=args.resume, force=args.force) as folder:
+    with _run_folder(out, args) as folder:
         if folder.resume:
             check_resumable(out, config.to_dict())
         if args.workers > 1:
@@ -128,3 +131,20 @@ def train_and_report(config: TrainConfig, out: Path, resume: bool) -> None:
         f"{history.best_iteration}, {history.skipped} skipped steps, {wall:.0f} s"
     )
     say(f"wrote {out}/optimizer.safetensors, config.json, metrics.csv, checkpoint/")
+
+
+class _Follower:
+    """The run folder as a torchrun rank other than 0 sees it: rank 0 locks and marks it."""
+
+    def __init__(self, resume: bool) -> None:
+        self.resume = resume
+
+    def finish(self) -> None:
+        pass
+
+
+def _run_folder(out: Path, args: argparse.Namespace) -> Any:
+    """``open_run`` on rank 0; the other ranks of a torchrun launch (any node) only follow."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        return contextlib.nullcontext(_Follower(args.resume))
+    return open_run(out, "train", resume=args.resume, force=args.force)
