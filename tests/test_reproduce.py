@@ -124,6 +124,8 @@ def test_the_plan_runs_the_suite_when_general_is_shipped(tmp_path, monkeypatch):
     steps = plan(tmp_path, quick=True)
     suite = [s for s in steps if s.name.startswith("suite-")]
     assert [s.name for s in suite] == ["suite-quadratic", "suite-digits-mlp"]
-    assert all("suite" in s.args and "general" in s.args for s in suite)
+    assert all("general" in s.args and "--generalization" in s.args for s in suite)
+    full = [s for s in plan(tmp_path, quick=False) if s.name.startswith("suite-")]
+    assert all("suite" in s.args for s in full)  # the full run: every setting
     kinds = [s.kind for s in steps]
     assert kinds.index("concurrent") > max(steps.index(s) for s in suite)

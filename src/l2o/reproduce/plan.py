@@ -175,11 +175,19 @@ def plan(out: Path, quick: bool) -> list[Step]:
 def suite_steps(args: Callable[[str], tuple[str, ...]], quick: bool) -> list[Step]:
     """The generalisation suite for the pretrained ``general`` optimizer, untuned, per task."""
     tune = "--instances 8 --trials 4 --tune-instances 4" if quick else "--trials 20"
+    # --quick: a few settings of the suite (make demo stays within minutes), the full run all
+    settings = {
+        "quadratic": "horizon-1x,horizon-10x" if quick else "suite",
+        "digits-mlp": "sigmoid-100,relu-100,relu-1000" if quick else "suite",
+    }
     return [
         Step(
             f"suite-{task}",
             f"Generalisation suite, {task}: the shipped `general` optimizer vs tuned baselines",
-            args(f"compare {task} --optimizer general --steps 100 --generalization suite {tune}"),
+            args(
+                f"compare {task} --optimizer general --steps 100 "
+                f"--generalization {settings[task]} {tune}"
+            ),
             "generalization",
         )
         for task in ("quadratic", "digits-mlp")
