@@ -45,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_common(parser)
     add_force(parser)
-    parser.set_defaults(run=run, on_interrupt="continue with the same command and --resume")
+    parser.set_defaults(
+        run=run,
+        on_interrupt="continue with the same command and --resume",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import os
+import socket
 import threading
 import time
 import warnings
@@ -122,11 +124,41 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[No
         thread.join()
 
 
+OWNER_MARK = "l2o_owner"  # "host:pid" of the process running a trial
+CRASHED_MARK = "l2o_crashed"  # set on a trial failed because its process on this host is gone
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
-    """Mark the RUNNING trials of dead processes FAIL, so they stop counting towards the total."""
+    """Mark the RUNNING trials of dead processes FAIL, so they stop counting towards the total.
+
+    A process of this host that is gone (killed) is known at once; elsewhere the heartbeat's
+    grace period decides.
+    """
+    host = socket.gethostname()
+    storage = study._storage  # Optuna's storage of the study (no public accessor)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        where, _, pid = str(trial.user_attrs.get(OWNER_MARK, "")).rpartition(":")
+        if where == host and pid.isdigit() and not _alive(int(pid)):
+            storage.set_trial_user_attr(trial._trial_id, CRASHED_MARK, True)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.5) -> bool:

@@ -37,7 +37,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from l2o import interrupts
 from l2o.baselines import Baseline, get_baseline
-from l2o.compare.storage import fail_stale_trials, heartbeat, open_storage, study_lock, wait_for
+from l2o.compare.storage import (
+    CRASHED_MARK,
+    OWNER_MARK,
+    fail_stale_trials,
+    heartbeat,
+    open_storage,
+    owner,
+    study_lock,
+    wait_for,
+)
 from l2o.errors import L2OError
 from l2o.evaluate import BaselineRunner
 from l2o.tasks import TaskFamily
@@ -253,12 +262,15 @@ def _top_up(
             # Reseeded per trial from (seed, trials so far): trial n draws the same point whether
             # the study ran in one go or was resumed, and processes sharing the study (whose
             # trials have distinct numbers) never draw the same one.
-            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, len(every)))
+            # (a trial whose process was killed does not count: the rerun replays its draw)
+            drawn = sum(not t.user_attrs.get(CRASHED_MARK) for t in every)
+            study.sampler = optuna.samplers.TPESampler(seed=_trial_seed(seed, drawn))
             with warnings.catch_warnings():  # "heartbeat is meant for optimize()": we beat here
                 warnings.simplefilter("ignore", UserWarning)
                 trial = study.ask()
             trial_id = trial._trial_id  # Optuna's storage key (no public accessor)
             trial.set_user_attr(LIVE_MARK, True)  # counted by others from now on
+            trial.set_user_attr(OWNER_MARK, owner())
         earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
         if _live(earlier) >= trials:  # a process without our lock got there first
             trial.set_user_attr("surplus", True)
