@@ -32,6 +32,7 @@ TIME_SCALES = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 TINY = 1e-30  # keeps 0/0 at 0 without changing any representable scale of gradients
 
 _COUNTS = {"log_sign": (2, 0), "none": (1, 0), "adam": (11, 5), "rnnprop": (2, 2)}
+FEATURE_COUNT_ADAM = 11
 
 
 def feature_count(name: str) -> int:
@@ -100,13 +101,24 @@ def compute_features(
         features = torch.cat((m / correction, g), -1) * scale
         return features, torch.cat((m, v), -1)
     betas = _betas(grad)
-    # one fused EMA over [m_0.5, m_0.9, m_0.99, m_0.999, v]
+    # one fused EMA over [m_0.5, m_0.9, m_0.99, m_0.999, v]: acc·β + target·(1 − β)
     target = torch.cat((g.expand(*g.shape[:-1], 4), g.square()), -1)
     new_acc = torch.lerp(target, acc, betas) if acc is not None else target * (1 - betas)
     m, v = new_acc[..., :4], new_acc[..., 4:]
     inv_sqrt_v = _safe_rsqrt(v)
-    relative = norm.normalise(torch.cat((g, m, v.detach() * inv_sqrt_v), -1))
-    return torch.cat((relative, torch.cat((g, m), -1) * inv_sqrt_v), -1), new_acc
+    if grad.requires_grad:  # second-order meta-training: out of place, for autograd
+        relative = norm.normalise(torch.cat((g, m, v.detach() * inv_sqrt_v), -1))
+        return torch.cat((relative, torch.cat((g, m), -1) * inv_sqrt_v), -1), new_acc
+    # One buffer filled in place (no chain of concatenations): [g, m×4, √v], then the ratios
+    # [g, m×4]/√v; the first six are divided by their per-tensor RMS.
+    x = grad.new_empty(*grad.shape, FEATURE_COUNT_ADAM)
+    x[..., :1] = g
+    x[..., 1:5] = m
+    torch.mul(v, inv_sqrt_v, out=x[..., 5:6])
+    torch.mul(x[..., :5], inv_sqrt_v, out=x[..., 6:])
+    relative = x[..., :6]
+    relative.div_(norm.rms(relative))
+    return x, new_acc
 
 
 def _safe_rsqrt(v: Tensor) -> Tensor:
