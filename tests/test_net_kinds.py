@@ -185,3 +185,8 @@ def test_param_scale_steps_are_relative_to_each_tensor() -> None:
     torch.testing.assert_close(bigger[:, 12:], base[:, 12:])
     zero, _ = net.step(grads, net.init_state(16), layout, 0, params=torch.zeros(1, 16))
     assert zero.abs().max() > 0  # the floor keeps zero-initialised tensors moving
+
+
+def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:
+    with pytest.raises(L2OError, match="l2o concurrent"):
+        meta_train(TrainConfig(**TINY, optimizer="concurrent-softmax"))

@@ -139,6 +139,11 @@ def meta_train(
     """
     device = resolve_device(config.device)
     if problem is None:
+        if config.net.k != 1 or config.optimizer.startswith("concurrent-"):
+            raise L2OError(
+                f"{config.optimizer} combines K gradients per coordinate; a task gives one: "
+                f"meta-train it with `l2o concurrent INITIALIZER --combiner ...`"
+            )
         problem = task_problem(on_device(get_task(config.task, config.task_options), device))
     if net is None:
         net = build_from_config(config)
