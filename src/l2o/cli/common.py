@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,28 @@ def add_key_values(parser: argparse.ArgumentParser, flag: str, dest: str, help: 
     parser.add_argument(
         flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help
     )
+
+
+class StageBars:
+    """One progress bar per stage of a multi-stage run (a new stage closes the previous bar)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
+
+    def update(self, stage: str, done: int, total: int, loss: float | None = None) -> None:
+        if stage != self.stage:
+            self.close()
+            self.bar, self.stage = progress(total, stage), stage
+        self.bar.n = done
+        if loss is not None and math.isfinite(loss):
+            self.bar.set_postfix({"meta_loss": f"{loss:.4g}"}, refresh=False)
+        self.bar.update(0)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
 
 
 def progress(total: int, desc: str, **kwargs: Any) -> tqdm:

@@ -8,12 +8,11 @@ l2o concurrent poison --combiner attention --set options.rates=[0,0.3,0.6] --out
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
-from l2o.cli.common import add_common, add_device, add_force, add_key_values, progress, say
+from l2o.cli.common import StageBars, add_common, add_device, add_force, add_key_values, say
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import check_experiment, load_concurrent_config, run_experiment
 from l2o.devices import resolve_device
@@ -63,26 +62,16 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"concurrent-{config.initializer}-{config.combiner}"
     check_experiment(config)  # bad options fail before --out is touched
     torch.set_num_threads(config.train.threads)
-    bars: dict[str, object] = {}
+    bars = StageBars()
 
     def on_progress(stage: str, done: int, total: int, row: dict[str, float]) -> None:
-        if stage not in bars:
-            for old in bars.values():
-                old.close()  # type: ignore[attr-defined]
-            bars.clear()
-            bars[stage] = progress(total, stage)
-        bar = bars[stage]
-        bar.n = done  # type: ignore[attr-defined]
-        if "meta_loss" in row and math.isfinite(row["meta_loss"]):
-            bar.set_postfix({"meta_loss": f"{row['meta_loss']:.4g}"}, refresh=False)  # type: ignore[attr-defined]
-        bar.update(0)  # type: ignore[attr-defined]
+        bars.update(stage, done, total, row.get("meta_loss"))
 
     with open_run(out, "concurrent", resume=args.resume, force=args.force) as folder:
         try:
             results = run_experiment(config, out, on_progress, resume=folder.mode == "resume")
         finally:
-            for bar in bars.values():
-                bar.close()  # type: ignore[attr-defined]
+            bars.close()
         folder.finish()
     lam = results.get("lambda_final")
     if lam is not None:

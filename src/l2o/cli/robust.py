@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from l2o.cli.common import add_common, add_key_values, progress, say
+from l2o.cli.common import StageBars, add_common, add_key_values, say
 from l2o.concurrent.attacks import attack_names
 from l2o.concurrent.robust import load_robust_config, run_robust
 from l2o.errors import L2OError
@@ -61,21 +61,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"robust-{config.task}"
     if (out / "robust.json").exists() and not args.force:
         raise L2OError(f"{out} already holds a robust study; pass --force or choose another --out")
-    bars: dict[str, object] = {}
-
-    def on_progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            for old in bars.values():
-                old.close()  # type: ignore[attr-defined]
-            bars.clear()
-            bars[stage] = progress(total, stage)
-        bar = bars[stage]
-        bar.n = done  # type: ignore[attr-defined]
-        bar.update(0)  # type: ignore[attr-defined]
-
-    results = run_robust(config, out, on_progress)
-    for bar in bars.values():
-        bar.close()  # type: ignore[attr-defined]
+    bars = StageBars()
+    try:
+        results = run_robust(config, out, bars.update)
+    finally:
+        bars.close()
     fs = results["f"]
     say(f"worst-case clean loss over {', '.join(results['attacks'])} (K = {results['k']}):")
     say(f"{'aggregator':>18} " + " ".join(f"{'f=' + str(f):>10}" for f in fs) + "   ms/step")

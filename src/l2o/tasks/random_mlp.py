@@ -39,7 +39,7 @@ from torch import Tensor
 
 from l2o.errors import L2OError
 from l2o.tasks.base import TaskBatch, TaskFamily, instance_generator, instance_seed
-from l2o.tasks.digits_mlp import MinibatchStream, digits_halves
+from l2o.tasks.digits_mlp import DigitsMLP, MinibatchStream, digits_halves
 from l2o.tasks.mlp import ACTIVATIONS, REGRESSION, MLPShape, mlp_loss, mlp_loss_and_grad
 
 PROBLEMS = ("classification", "regression")
@@ -132,13 +132,7 @@ class RandomMLP(TaskFamily):
 
     name = "random-mlp"
     # Up to ~10k coordinates per instance, like the digits MLP's order: its meta-training sizes.
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "batch_size": 8,
-        "iterations": 150,
-        "val_every": 10,
-        "val_instances": 64,
-        "checkpoint_every": 10,
-    }
+    train_defaults: ClassVar[Mapping[str, Any]] = DigitsMLP.train_defaults
     # Validation and evaluation run instances in groups of this size, so a validation set
     # covers several architectures (one architecture per group: see the module docstring).
     group_size = 8
