@@ -201,21 +201,30 @@ def _worker(
             backend, rank=rank, world_size=size, timeout=timedelta(seconds=STARTUP_TIMEOUT)
         )
         os.environ[TIMEOUT_ENV] = str(timeout + GLOO_EXTRA)  # each collective's own limit
-        try:
-            fn(*args)
-        finally:
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
+        fn(*args)
     except PeerLost as exc:
-        reports.send((rank, "peer", str(exc)))
-        sys.exit(1)
+        _fail(reports, (rank, "peer", str(exc)))
     except L2OError as exc:
-        reports.send((rank, "error", str(exc)))
-        sys.exit(1)
+        _fail(reports, (rank, "error", str(exc)))
     except Exception as exc:
         traceback.print_exc()  # a bug: its traceback helps, once, from the rank it happened on
-        reports.send((rank, "crash", f"{type(exc).__name__}: {exc}".splitlines()[0]))
-        sys.exit(1)
+        _fail(reports, (rank, "crash", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
+
+
+def _fail(reports: Any, report: Report) -> None:
+    """Send the report and leave at once.
+
+    A failed worker skips ``destroy_process_group`` and the interpreter's shutdown: with a peer
+    gone, gloo's threads may still be waiting, and tearing them down prints "terminate called
+    without an active exception" from C++, a second line under the launcher's one-line error.
+    """
+    with contextlib.suppress(Exception):
+        reports.send(report)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _start_beating(beats: Any, rank: int) -> None:
