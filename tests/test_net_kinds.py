@@ -24,6 +24,7 @@ KINDS = {
     "mlp": {},
     "mlp-nominal-norm": {"optimizer": "mlp", "nominal": True, "update_norm": True},
     "mlp-relative": {"optimizer": "mlp", "param_scale": True},
+    "mlp-gradient-units": {"optimizer": "mlp", "grad_scale": True},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -185,6 +186,26 @@ def test_param_scale_steps_are_relative_to_each_tensor() -> None:
     torch.testing.assert_close(bigger[:, 12:], base[:, 12:])
     zero, _ = net.step(grads, net.init_state(16), layout, 0, params=torch.zeros(1, 16))
     assert zero.abs().max() > 0  # the floor keeps zero-initialised tensors moving
+
+
+def test_grad_scale_steps_are_in_gradient_units() -> None:
+    """Features are scale-free, so scaling one tensor's gradients by c scales its steps by c
+    (steps shrink with the gradients, like SGD's), and leaves the other tensor's alone."""
+    net = build_net({"optimizer": "mlp", "grad_scale": True}, seed=0)
+    layout = ((3, 4), (4,))
+    grads = torch.randn(2, 16)
+    scaled = grads.clone()
+    scaled[:, :12] *= 1e-3
+    state, state_scaled = net.init_state(32), net.init_state(32)
+    for step in range(3):  # through the accumulators too
+        base, state = net.step(grads, state, layout, step)
+        small, state_scaled = net.step(scaled, state_scaled, layout, step)
+    torch.testing.assert_close(small[:, :12], 1e-3 * base[:, :12], rtol=1e-4, atol=1e-12)
+    torch.testing.assert_close(small[:, 12:], base[:, 12:])
+    plain = build_net({"optimizer": "mlp"}, seed=0)  # the scale-free step does not shrink
+    first, _ = plain.step(grads, plain.init_state(32), layout, 0)
+    tiny, _ = plain.step(scaled, plain.init_state(32), layout, 0)
+    torch.testing.assert_close(tiny, first, rtol=1e-4, atol=1e-7)
 
 
 def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:

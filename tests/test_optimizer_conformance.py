@@ -42,6 +42,7 @@ KINDS = {
     "mlp": {"optimizer": "mlp"},
     "mlp-nominal": {"optimizer": "mlp", "nominal": True, "update_norm": True},
     "mlp-relative": {"optimizer": "mlp", "param_scale": True},
+    "mlp-gradient-units": {"optimizer": "mlp", "grad_scale": True},
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

@@ -57,6 +57,7 @@ register_net(
         "nominal",
         "update_norm",
         "param_scale",
+        "grad_scale",
         "skip_zero_grad",
     ),
     defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},

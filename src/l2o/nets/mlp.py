@@ -13,6 +13,10 @@ so schedulers drive it. The skip path starts as −m_0.9/√v: an untrained net 
 tensor's update by its RMS (Celo2), so ``lr`` is the RMS step of every tensor; ``param_scale``
 multiplies it by max(10⁻³, RMS of the tensor's parameters) (Adafactor's relative step), so
 ``lr`` is a step relative to each tensor's scale and rescaling parameters rescales the steps.
+``grad_scale`` multiplies it by the RMS of the tensor's bias-corrected momentum m̂_0.9: the
+features stay scale-free but the step is in gradient units, like momentum SGD's, so it shrinks
+as the gradients do and the loss keeps falling on smooth problems (a scale-free step stalls at a
+noise floor set by ``lr``); ``lr`` is then a learning rate in the sense of SGD's.
 
 State per coordinate: the 5 feature accumulators (m at 4 timescales, v): 20 bytes, against
 Adam's 8.
@@ -40,6 +44,7 @@ from l2o.tasks.base import Layout
 
 ADAM_FEATURE = 8  # index of m_0.9/√v in the adam feature set: the skip path's starting direction
 PARAM_SCALE_FLOOR = 1e-3  # Adafactor's ε₂: tensors at zero still move
+MOMENTUM_BETA = 0.9  # the accumulator grad_scale measures (index 1 of the adam set)
 MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input cannot explode a step
 
 
@@ -169,6 +174,9 @@ class MLPOptimizer(OptimizerNet):
                 raise ValueError("param_scale needs the parameters: step(..., params=θ)")
             scale = norm.rms(params.detach().unsqueeze(-1)).squeeze(-1)
             update = update * scale.clamp_min(PARAM_SCALE_FLOOR)
+        if spec.grad_scale:
+            momentum = acc[..., 1:2] / (1.0 - MOMENTUM_BETA ** (step + 1))
+            update = update * norm.rms(momentum).squeeze(-1)
         if spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
         return update, ((acc.reshape(B * D, size),) if size else ())

@@ -45,6 +45,7 @@ class NetSpec:
     nominal: bool = False  # add the learned step to Adam's direction (STAR): never worse than Adam
     update_norm: bool = False  # divide each tensor's update by its RMS (Celo2)
     param_scale: bool = False  # × max(1e-3, RMS of the tensor's parameters): a relative step
+    grad_scale: bool = False  # × RMS of the tensor's momentum m̂_0.9: steps in gradient units
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -75,7 +76,7 @@ class NetSpec:
         _positive(self, "logit_scale")
         _number(self, "step_alpha")
         _number(self, "trim")
-        for key in ("nominal", "update_norm", "param_scale", "skip_zero_grad"):
+        for key in ("nominal", "update_norm", "param_scale", "grad_scale", "skip_zero_grad"):
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.preprocess not in FEATURE_SETS:
@@ -84,8 +85,9 @@ class NetSpec:
             )
         if not 0 <= self.trim < 0.5:
             raise L2OError(f"trim must be in [0, 0.5), got {self.trim}")
-        if self.nominal and self.preprocess != "adam":
-            raise L2OError("nominal = true needs preprocess = 'adam' (it reuses Adam's moments)")
+        for key in ("nominal", "grad_scale"):
+            if getattr(self, key) and self.preprocess != "adam":
+                raise L2OError(f"{key} = true needs preprocess = 'adam' (it reuses its moments)")
 
     def arch_config(self) -> dict[str, Any]:
         """The keys this kind uses (what is saved with the weights)."""
