@@ -25,7 +25,7 @@ from l2o.tasks import get_task
 
 def settings_of(suite: Path) -> list[tuple[str, Path]]:
     """(name, folder with results.json) of a generalisation suite, or of one comparison."""
-    if (suite / "results.json").is_file():
+    if not (suite / "generalization.json").is_file():
         return [(suite.name, suite)]
     rows = json.loads((suite / "generalization.json").read_text())
     return [(row["setting"], suite / "generalization" / row["setting"]) for row in rows]

@@ -16,7 +16,9 @@ multiplies it by max(10⁻³, RMS of the tensor's parameters) (Adafactor's relat
 ``grad_scale`` multiplies it by the RMS of the tensor's bias-corrected momentum m̂_0.9: the
 features stay scale-free but the step is in gradient units, like momentum SGD's, so it shrinks
 as the gradients do and the loss keeps falling on smooth problems (a scale-free step stalls at a
-noise floor set by ``lr``); ``lr`` is then a learning rate in the sense of SGD's.
+noise floor set by ``lr``); ``lr`` is then a learning rate in the sense of SGD's, and the skip
+path starts as −m_0.9/RMS(m_0.9), so an untrained net is momentum SGD (EMA form, no bias
+correction of its direction beyond the scale's).
 
 State per coordinate: the 5 feature accumulators (m at 4 timescales, v): 20 bytes, against
 Adam's 8.
@@ -43,6 +45,7 @@ from l2o.nets.spec import NetSpec
 from l2o.tasks.base import Layout
 
 ADAM_FEATURE = 8  # index of m_0.9/√v in the adam feature set: the skip path's starting direction
+MOMENTUM_FEATURE = 2  # m_0.9 / its tensor RMS: the starting direction with grad_scale
 PARAM_SCALE_FLOOR = 1e-3  # Adafactor's ε₂: tensors at zero still move
 MOMENTUM_BETA = 0.9  # the accumulator grad_scale measures (index 1 of the adam set)
 MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input cannot explode a step
@@ -116,7 +119,9 @@ class MLPOptimizer(OptimizerNet):
         self.out_weight = nn.Parameter(uniform(H, 2, fan_in=H).detach() * 0.01)
         self.out_bias = nn.Parameter(torch.zeros(2))
         skip = torch.zeros(F, 2)
-        if spec.preprocess == "adam" and not spec.nominal:
+        if spec.preprocess == "adam" and spec.grad_scale:
+            skip[MOMENTUM_FEATURE, 0] = -1.0  # × RMS(m̂): momentum SGD, m̂ per coordinate
+        elif spec.preprocess == "adam" and not spec.nominal:
             skip[ADAM_FEATURE, 0] = -1.0
         self.skip_weight = nn.Parameter(skip)
 
