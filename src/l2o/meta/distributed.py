@@ -16,6 +16,7 @@ last checkpoint, written atomically by rank 0, stays intact for ``--resume``.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -136,6 +137,17 @@ def all_mean(value: float, weight: float = 1.0) -> float:
     pair = torch.tensor([value * weight, weight], dtype=torch.float64, device=_collective_device())
     _collective(lambda: dist.all_reduce(pair, async_op=True))
     return float(pair[0] / pair[1])
+
+
+def agree_on_stop(pending: str | None) -> str | None:
+    """The stop every rank takes at this iteration boundary: a signal name if any rank has one
+    pending (SIGTERM over SIGINT), else None. One small ``all_reduce`` with several workers."""
+    if rank_and_size()[1] == 1:
+        return pending
+    code = signal.Signals[pending].value if pending is not None else 0
+    flag = torch.tensor([code], dtype=torch.int64, device=_collective_device())
+    _collective(lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True))
+    return signal.Signals(int(flag)).name if int(flag) else None
 
 
 def broadcast_weights(net: nn.Module) -> None:
