@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -155,12 +154,6 @@ def broadcast_weights(net: nn.Module) -> None:
         _collective(lambda p=p: dist.broadcast(p.data, src=0, async_op=True))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(
     workers: int,
     fn: Callable[..., Any],
@@ -180,4 +173,4 @@ def spawn(
     from l2o.meta.watchdog import run_workers
 
     seconds = worker_timeout() if timeout is None else timeout
-    run_workers(workers, fn, args, _free_port(), seconds, backend)
+    run_workers(workers, fn, args, seconds, backend)

@@ -64,11 +64,21 @@ def run_workers(
     size: int,
     fn: Callable[..., Any],
     args: Sequence[Any],
-    port: int,
     timeout: float,
     backend: str = "gloo",
 ) -> None:
     """Run ``fn(*args)`` on ``size`` local ranks; raise :class:`L2OError` naming a failed rank."""
+    import torch.distributed as dist
+
+    from l2o.meta.distributed import STARTUP_TIMEOUT
+
+    # The launcher hosts the rendezvous store on a port the kernel picks and it keeps bound: a
+    # port found free and handed on could be taken by another process before rank 0 binds it.
+    store = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False,
+        timeout=timedelta(seconds=STARTUP_TIMEOUT),
+    )  # fmt: skip
+    port = store.port
     ctx = multiprocessing.get_context("spawn")
     counters = ctx.Array("q", size, lock=False)  # no lock: each rank writes its own slot
     beats = ctx.Array("d", size, lock=False)  # time.monotonic() of each rank's last sign of life
@@ -228,9 +238,9 @@ def _worker(
             import torch
 
             torch.cuda.set_device(rank % torch.cuda.device_count())
-        dist.init_process_group(
-            backend, rank=rank, world_size=size, timeout=timedelta(seconds=STARTUP_TIMEOUT)
-        )
+        startup = timedelta(seconds=STARTUP_TIMEOUT)
+        store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=startup)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=startup)
         os.environ[TIMEOUT_ENV] = str(timeout + GLOO_EXTRA)  # each collective's own limit
         fn(*args)
     except interrupts.Interrupted as exc:  # all ranks agreed to stop here: leave together
