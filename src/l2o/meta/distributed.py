@@ -10,7 +10,9 @@ alone writes files and reports progress.
 
 A worker that dies or hangs ends the job within :func:`worker_timeout` seconds with a one-line
 error (:class:`PeerLost` on the survivors; the local launcher names the culprit's rank), and the
-last checkpoint, written atomically by rank 0, stays intact for ``--resume``.
+last checkpoint, written atomically by rank 0, stays intact for ``--resume``. Ctrl-C or SIGTERM
+on any rank (or on the local launcher, which forwards it) stops every rank after the same
+meta-iteration (:func:`agree_on_stop`), with a checkpoint.
 """
 
 from __future__ import annotations
