@@ -4,7 +4,7 @@
 and watches them:
 
 - a worker that **exits** with an error or a signal stops the others at once;
-- a worker that **hangs** is found two ways. A thread in every worker stamps the time four
+- a worker that **hangs** is found two ways. A thread in every worker stamps the time ten
   times a second; a process that is stopped, or stuck in native code holding the GIL, stops
   stamping and after ``timeout`` seconds of silence is the hung one (even inside a collective,
   where the others wait too). A worker stuck in a Python loop of its own keeps stamping; for
@@ -40,7 +40,8 @@ from typing import Any
 from l2o import interrupts
 from l2o.errors import L2OError
 
-POLL = 0.5  # seconds between the watchdog's looks
+POLL = 0.1  # seconds between the watchdog's looks (and its workers' stamps): a stop's delay
+GRACE = 0.5  # seconds the survivors get to report a lost peer after a worker failed
 # The survivors' own gloo timeout comes later than the watchdog's, so the watchdog, which knows
 # which rank is behind, reports a hang first.
 GLOO_EXTRA = 30.0
@@ -142,7 +143,7 @@ def _watch(
             if procs[rank].exitcode:
                 failed.append(rank)
         if failed:
-            time.sleep(POLL)  # let the survivors' reports of a lost peer arrive too
+            time.sleep(GRACE)  # let the survivors' reports of a lost peer arrive too
             raise L2OError(_failure(procs, failed, _drain(reports), size))
         now, counts = time.monotonic(), list(counters)
         silent = [rank for rank, beat in enumerate(beats) if beat and now - beat > timeout]
@@ -281,7 +282,7 @@ def _start_beating(beats: Any, stop: Any, rank: int) -> None:
             beats[rank] = time.monotonic()  # CLOCK_MONOTONIC: one clock for all processes
             if stop.value:
                 interrupts.request(signal.Signals(stop.value).name)
-            time.sleep(0.25)
+            time.sleep(POLL)
 
     threading.Thread(target=beat, name="l2o-sign-of-life", daemon=True).start()
 
