@@ -19,6 +19,7 @@ from l2o.compare.generalization import (
     training_horizon,
 )
 from l2o.compare.plots import optimizer_color, quartiles, read_records
+from l2o.devices import resolve_device
 from l2o.errors import L2OError
 from l2o.nets import build_net
 from l2o.serialization import save_optimizer
@@ -135,6 +136,39 @@ def test_generalization_study_and_its_replot(tmp_path, learned_dir, capsys):
         == 0
     )
     assert (out / "generalization.md").read_text() == markdown_table(rows)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_generalization_study_runs_on_the_device_asked(
+    tmp_path, learned_dir, capsys, monkeypatch, device
+):
+    import l2o.compare.generalization as generalization
+
+    asked = []
+    real = generalization.on_device
+
+    def spy(family, where):
+        asked.append(str(where))
+        return real(family, where)
+
+    monkeypatch.setattr(generalization, "on_device", spy)
+    out = tmp_path / "gen"
+    args = ["compare", "quadratic", "--optimizer", str(learned_dir), "--out", str(out)]
+    study = ["--baselines", "adam", *TINY, "--generalization", "horizon-2x"]
+    assert main([*args, *study, "--device", device]) == 0
+    expect = str(resolve_device(device))
+    assert asked == [expect]  # the study's task is placed where the comparison's is
+    for folder in (out, out / "generalization" / "horizon-2x"):
+        assert json.loads((folder / "results.json").read_text())["comparison"]["device"] == expect
 
 
 def test_settings_and_table():

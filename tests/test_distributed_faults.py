@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from l2o.meta.checkpoint import checkpoint_path
+from l2o.runfolder import read_state
 
 pytestmark = pytest.mark.distributed
 
@@ -120,6 +121,69 @@ def test_a_killed_worker_ends_the_job_and_resume_is_bit_identical(tmp_path, unin
     assert full.keys() == resumed.keys()
     for name, value in full.items():
         assert torch.equal(resumed[name], value), name  # bit-identical
+
+
+@pytest.mark.parametrize(
+    ("sig", "whom"),
+    [(signal.SIGINT, "group"), (signal.SIGTERM, "launcher")],
+    ids=["SIGINT-to-the-terminal-group", "SIGTERM-to-the-launcher"],
+)
+def test_a_signal_stops_every_worker_at_one_iteration_and_resume_is_bit_identical(
+    tmp_path, uninterrupted, sig, whom
+):
+    """Ctrl-C on a terminal reaches the launcher and its workers; SIGTERM (a scheduler) only the
+    launcher, which forwards it. Either way the ranks stop together, with a checkpoint."""
+    run = tmp_path / "run"
+    proc = _l2o(
+        "train", "quadratic", "--workers", "2", "--out", str(run), *SETTINGS,
+        start_new_session=True,
+    )  # fmt: skip
+    _wait_for_checkpoint(run, proc)
+    if whom == "group":
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    code, err = _finish(proc, timeout=90)
+    assert code == 128 + sig, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: stopped after meta-iteration "), err
+    assert "checkpoint written" in lines[0] and "--resume" in lines[0]
+    stopped = int(lines[0].split("meta-iteration ")[1].split(";")[0])
+    assert 4 <= stopped < 40, "finished before the signal: make the run longer"
+    assert len((run / "metrics.csv").read_text().splitlines()) - 1 == stopped
+    with safe_open(str(checkpoint_path(run)), framework="pt") as f:
+        assert json.loads(f.metadata()["state"])["iteration"] == stopped
+    assert read_state(run).status == "interrupted"
+
+    again = _l2o("train", "quadratic", "--workers", "2", "--out", str(run), "--resume", *SETTINGS)
+    code, err = _finish(again)
+    assert code == 0, err
+    full, resumed = _weights(uninterrupted), _weights(run)
+    for name, value in full.items():
+        assert torch.equal(resumed[name], value), name  # bit-identical
+
+
+def test_a_second_ctrl_c_stops_the_workers_at_once(tmp_path):
+    """A worker that cannot reach the next safe point (stopped) does not hold up a second Ctrl-C."""
+    run = tmp_path / "run"
+    proc = _l2o("train", "quadratic", "--workers", "2", "--out", str(run), *SETTINGS)
+    _wait_for_checkpoint(run, proc)
+    workers = _workers_of(proc.pid)
+    os.kill(workers[-1], signal.SIGSTOP)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(2.0)
+    assert proc.poll() is None  # the first one waits for a safe point the stopped worker lacks
+    proc.send_signal(signal.SIGINT)
+    second = time.monotonic()
+    code, err = _finish(proc, timeout=60)
+    assert time.monotonic() - second < 10
+    assert code == 130
+    lines = err.strip().splitlines()
+    assert lines == [
+        "error: interrupted (Ctrl-C); continue with the same command and --resume (OUT/checkpoint)"
+    ], err
+    assert all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in workers)
+    assert "rng.torch" in load_file(checkpoint_path(run))  # intact
 
 
 def test_resume_with_another_number_of_workers(tmp_path, uninterrupted):

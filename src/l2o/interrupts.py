@@ -6,6 +6,11 @@ An entry point (the CLI) wraps its work in :func:`handle_signals`. Loops that ca
 and the loop checkpoints and raises :class:`Interrupted`. Outside such loops, and at a second
 signal, the signal raises ``KeyboardInterrupt`` at once (the last checkpoint stays intact).
 
+A data-parallel worker uses :func:`defer_signals` instead: every signal only sets the flag (its
+launcher stops it hard at a second one), and a stop its launcher forwards arrives through
+:func:`request`. The ranks then agree on the iteration to stop at (see
+:func:`l2o.meta.distributed.agree_on_stop`).
+
 Example:
     >>> with handle_signals(), safe_points():
     ...     stop_if_requested()  # nothing pending: returns
@@ -73,6 +78,24 @@ def safe_points() -> Iterator[None]:
         _depth -= 1
 
 
+def defer_signals() -> None:
+    """In a worker process: SIGINT and SIGTERM only request a stop at the next safe point; a
+    second one is ignored (the launcher, which got it too, stops its workers hard)."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _defer)
+
+
+def _defer(signum: int, frame: FrameType | None) -> None:
+    request(signal.Signals(signum).name)
+
+
+def request(name: str) -> None:
+    """Ask for a stop at the next safe point as if signal ``name`` had arrived (first one wins)."""
+    global _pending
+    if _pending is None:
+        _pending = name
+
+
 def pending() -> str | None:
     """The signal waiting for a safe point (``"SIGINT"``, ``"SIGTERM"``), or None."""
     return _pending
@@ -80,7 +103,12 @@ def pending() -> str | None:
 
 def stop_if_requested(message: str = "interrupted") -> None:
     """Raise :class:`Interrupted` with ``message`` if a signal is waiting."""
-    global _pending
     if _pending is not None:
-        name, _pending = _pending, None
-        raise Interrupted(message, name)
+        stop(message, _pending)
+
+
+def stop(message: str, name: str) -> None:
+    """Raise :class:`Interrupted` for signal ``name`` (one agreed elsewhere), clearing the flag."""
+    global _pending
+    _pending = None
+    raise Interrupted(message, name)

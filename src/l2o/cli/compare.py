@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     seed = 0 if args.seed is None else args.seed
     with open_run(out, "compare", force=args.force) as run_folder:
         storage = args.storage or default_storage(out)
-        _compare_all(args, family, options, learned, baselines, settings, out, storage, seed)
+        _compare_all(
+            args, family, options, learned, baselines, settings, out, storage, seed, device
+        )
         run_folder.finish()
     return 0
 
@@ -153,6 +155,7 @@ def _compare_all(
     out: Path,
     storage: str,
     seed: int,
+    device: torch.device,
 ) -> None:
     started = time.perf_counter()
     outcome = _compare(args, family, learned, baselines, args.steps, out, storage, seed)
@@ -185,6 +188,7 @@ def _compare_all(
                 seed=seed,
                 objective=args.objective,
                 label=args.optimizer,
+                device=device,
                 on_setting=on_setting,
                 on_result=on_result,
                 on_trial=bar.on_trial,

@@ -115,6 +115,7 @@ def compare(
         "tune_objective": objective,
         "storage": redact(storage),
         "seed": seed,
+        "device": str(getattr(family, "device", "cpu")),  # l2o.devices.FamilyOnDevice's
     }
     return Outcome(evaluation, tuned, learned.name if learned else "", settings)
 

@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from l2o.compare.comparison import best_baseline
 from l2o.compare.tuning import TrialCallback
+from l2o.devices import on_device
 from l2o.errors import L2OError
 from l2o.evaluate import Runner
 from l2o.records import atomic_write_text, fmt_number, read_json_object, write_json
@@ -208,6 +211,7 @@ def run_study(
     seed: int = 0,
     objective: str = "mean",
     label: str | None = None,
+    device: str | torch.device | None = "cpu",
     on_setting: SettingCallback | None = None,
     on_result: ResultCallback | None = None,
     on_trial: TrialCallback | None = None,
@@ -218,7 +222,9 @@ def run_study(
     ``out/generalization/NAME``, and the table into ``out/generalization.{md,json}``.
 
     Horizons are multiples of ``learned``'s training horizon (``base_steps`` when unknown);
-    ``label`` names the learned optimizer in each ``results.json``. Returns the table's rows.
+    ``label`` names the learned optimizer in each ``results.json``. Every setting's task runs
+    on ``device`` (``learned``'s network must be there already: see
+    :func:`l2o.devices.place_runners`). Returns the table's rows.
     """
     from l2o.compare.comparison import compare, write_outcome
     from l2o.compare.plots import replot
@@ -232,7 +238,7 @@ def run_study(
         steps = setting.steps_for(horizon)
         if on_setting is not None:
             on_setting(setting, steps)
-        family = get_task(task, {**options, **setting.task_options})
+        family = on_device(get_task(task, {**options, **setting.task_options}), device)
         outcome = compare(
             family,
             learned,

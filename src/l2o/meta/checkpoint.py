@@ -133,15 +133,17 @@ def stop_if_interrupted(
     training: TrainingState,
     config: dict[str, Any],
     saved: bool,
+    stop: str | None,
 ) -> None:
-    """After a meta-iteration: on a pending Ctrl-C/SIGTERM, checkpoint (unless just done) and
-    raise :class:`l2o.interrupts.Interrupted` saying what was kept."""
-    if interrupts.pending() is None:
+    """After a meta-iteration: on a stop (``"SIGINT"``/``"SIGTERM"``: the pending signal, agreed
+    by every rank), checkpoint (unless just done) and raise :class:`l2o.interrupts.Interrupted`
+    saying what was kept."""
+    if stop is None:
         return
     if run_dir is not None and not saved:
         save_checkpoint(run_dir, net, meta_opt, training, config)
     kept = f"checkpoint written to {run_dir / CHECKPOINT_DIR}" if run_dir else "nothing written"
-    interrupts.stop_if_requested(f"stopped after meta-iteration {training.iteration}; {kept}")
+    interrupts.stop(f"stopped after meta-iteration {training.iteration}; {kept}", stop)
 
 
 def load_checkpoint(

@@ -10,13 +10,15 @@ alone writes files and reports progress.
 
 A worker that dies or hangs ends the job within :func:`worker_timeout` seconds with a one-line
 error (:class:`PeerLost` on the survivors; the local launcher names the culprit's rank), and the
-last checkpoint, written atomically by rank 0, stays intact for ``--resume``.
+last checkpoint, written atomically by rank 0, stays intact for ``--resume``. Ctrl-C or SIGTERM
+on any rank (or on the local launcher, which forwards it) stops every rank after the same
+meta-iteration (:func:`agree_on_stop`), with a checkpoint.
 """
 
 from __future__ import annotations
 
 import os
-import socket
+import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -138,15 +140,20 @@ def all_mean(value: float, weight: float = 1.0) -> float:
     return float(pair[0] / pair[1])
 
 
+def agree_on_stop(pending: str | None) -> str | None:
+    """The stop every rank takes at this iteration boundary: a signal name if any rank has one
+    pending (SIGTERM over SIGINT), else None. One small ``all_reduce`` with several workers."""
+    if rank_and_size()[1] == 1:
+        return pending
+    code = signal.Signals[pending].value if pending is not None else 0
+    flag = torch.tensor([code], dtype=torch.int64, device=_collective_device())
+    _collective(lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True))
+    return signal.Signals(int(flag)).name if int(flag) else None
+
+
 def broadcast_weights(net: nn.Module) -> None:
     for p in net.parameters():
         _collective(lambda p=p: dist.broadcast(p.data, src=0, async_op=True))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn(
@@ -168,4 +175,4 @@ def spawn(
     from l2o.meta.watchdog import run_workers
 
     seconds = worker_timeout() if timeout is None else timeout
-    run_workers(workers, fn, args, _free_port(), seconds, backend)
+    run_workers(workers, fn, args, seconds, backend)

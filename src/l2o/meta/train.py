@@ -227,7 +227,10 @@ def meta_train(
                 saved = True
         if callback is not None and rank == 0:  # also without out_dir (in-memory runs)
             callback(row)
-        stop_if_interrupted(writer, net, meta_opt, training, config.to_dict(), saved)
+        # Every rank stops at the same iteration, whichever got the signal (or its launcher).
+        stop = distributed.agree_on_stop(interrupts.pending())
+        done = saved or writer is None  # rank 0 alone writes; every rank names the checkpoint
+        stop_if_interrupted(run_dir, net, meta_opt, training, config.to_dict(), done, stop)
     history.best_val, history.best_iteration = training.best_val, training.best_iteration
     history.skipped = training.skipped
     if training.best_iteration >= 0:

@@ -4,15 +4,21 @@
 and watches them:
 
 - a worker that **exits** with an error or a signal stops the others at once;
-- a worker that **hangs** is found two ways. A thread in every worker stamps the time each
-  second; a process that is stopped, or stuck in native code holding the GIL, stops stamping and
-  after ``timeout`` seconds of silence is the hung one (even inside a collective, where the
-  others wait too). A worker stuck in a Python loop of its own keeps stamping; for it, every rank
-  counts the collectives it has entered (:func:`entered_collective`): when the counts differ and
-  none has moved for ``timeout`` seconds, the ranks behind are the hung ones.
+- a worker that **hangs** is found two ways. A thread in every worker stamps the time ten
+  times a second; a process that is stopped, or stuck in native code holding the GIL, stops
+  stamping and after ``timeout`` seconds of silence is the hung one (even inside a collective,
+  where the others wait too). A worker stuck in a Python loop of its own keeps stamping; for
+  it, every rank counts the collectives it has entered (:func:`entered_collective`): when the
+  counts differ and none has moved for ``timeout`` seconds, the ranks behind are the hung ones.
 
 Either way the error is one line naming the rank. Killing a worker is safe for the run folder:
 rank 0 writes every checkpoint to a temporary file and renames it into place.
+
+Ctrl-C or SIGTERM on the launcher is forwarded: it sets a stop flag every worker reads, the ranks
+agree on the iteration to stop at (:func:`l2o.meta.distributed.agree_on_stop`), rank 0 writes the
+checkpoint, and the launcher raises :class:`l2o.interrupts.Interrupted` as a single process would.
+The workers themselves only defer signals (a terminal's Ctrl-C reaches them too); a second signal
+on the launcher stops them all at once.
 """
 
 from __future__ import annotations
@@ -28,20 +34,25 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from multiprocessing import resource_tracker
 from typing import Any
 
+from l2o import interrupts
 from l2o.errors import L2OError
 
-POLL = 0.5  # seconds between the watchdog's looks
+POLL = 0.1  # seconds between the watchdog's looks (and its workers' stamps): a stop's delay
+GRACE = 0.5  # seconds the survivors get to report a lost peer after a worker failed
 # The survivors' own gloo timeout comes later than the watchdog's, so the watchdog, which knows
 # which rank is behind, reports a hang first.
 GLOO_EXTRA = 30.0
 _counters: Any = None  # this worker's view of the shared progress counters (None: not a worker)
 _rank = 0
 
-# What a worker reports when it fails: (rank, kind, message); kind is "error" (an L2OError: bad
-# input, reported as is), "peer" (it lost the others: a symptom, not the cause) or "crash".
+# What a worker reports when it fails or stops: (rank, kind, message); kind is "error" (an
+# L2OError: bad input, reported as is), "peer" (it lost the others: a symptom, not the cause),
+# "crash", or a signal name ("SIGINT", "SIGTERM") when it stopped at a safe point.
 Report = tuple[int, str, str]
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def entered_collective() -> None:
@@ -54,15 +65,26 @@ def run_workers(
     size: int,
     fn: Callable[..., Any],
     args: Sequence[Any],
-    port: int,
     timeout: float,
     backend: str = "gloo",
 ) -> None:
     """Run ``fn(*args)`` on ``size`` local ranks; raise :class:`L2OError` naming a failed rank."""
+    import torch.distributed as dist
+
+    from l2o.meta.distributed import STARTUP_TIMEOUT
+
+    # The launcher hosts the rendezvous store on a port the kernel picks and it keeps bound: a
+    # port found free and handed on could be taken by another process before rank 0 binds it.
+    store = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False,
+        timeout=timedelta(seconds=STARTUP_TIMEOUT),
+    )  # fmt: skip
+    port = store.port
     ctx = multiprocessing.get_context("spawn")
     counters = ctx.Array("q", size, lock=False)  # no lock: each rank writes its own slot
     beats = ctx.Array("d", size, lock=False)  # time.monotonic() of each rank's last sign of life
-    shared = (counters, beats)
+    stop = ctx.Value("i", 0, lock=False)  # the signal number the launcher forwards (0: none)
+    shared = (counters, beats, stop)
     # One pipe per worker for its failure report (no semaphores for a killed worker to leak).
     pipes = [ctx.Pipe(duplex=False) for _ in range(size)]
     procs = [
@@ -73,10 +95,24 @@ def run_workers(
         )
         for rank in range(size)
     ]
-    for proc in procs:
-        proc.start()
+    reports = [receive for receive, _ in pipes]
     try:
-        _watch(procs, counters, beats, [receive for receive, _ in pipes], timeout)
+        # A first signal only sets a flag (forwarded by _watch); a second one stops them all now.
+        with interrupts.safe_points():
+            # The workers start with SIGINT/SIGTERM blocked (the mask is inherited), so a Ctrl-C
+            # while they import torch waits for their own handlers instead of a traceback. The
+            # resource tracker unblocks both when it first starts: start it before.
+            resource_tracker.ensure_running()
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                for proc in procs:
+                    proc.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            _watch(procs, counters, beats, reports, timeout, stop)
+        stopped = [r for r in sorted(_drain(reports)) if r[1] in ("SIGINT", "SIGTERM")]
+        if stopped:  # every rank stopped at the same safe point; rank 0 says what it kept
+            interrupts.stop(stopped[0][2], stopped[0][1])
     finally:
         for proc in procs:  # on success they are gone; on failure or Ctrl-C, stop them all
             if proc.is_alive():
@@ -90,11 +126,15 @@ def _watch(
     beats: Any,
     reports: list[Any],
     timeout: float,
+    stop: Any,
 ) -> None:
     size = len(procs)
     last, moved = list(counters), time.monotonic()
     pending = {p.sentinel: rank for rank, p in enumerate(procs)}
     while pending:
+        asked = interrupts.pending()
+        if asked is not None and not stop.value:
+            stop.value = signal.Signals[asked].value  # the workers stop at their next safe point
         ready = multiprocessing.connection.wait(list(pending), timeout=POLL)
         failed = []
         for sentinel in ready:
@@ -103,7 +143,7 @@ def _watch(
             if procs[rank].exitcode:
                 failed.append(rank)
         if failed:
-            time.sleep(POLL)  # let the survivors' reports of a lost peer arrive too
+            time.sleep(GRACE)  # let the survivors' reports of a lost peer arrive too
             raise L2OError(_failure(procs, failed, _drain(reports), size))
         now, counts = time.monotonic(), list(counters)
         silent = [rank for rank, beat in enumerate(beats) if beat and now - beat > timeout]
@@ -171,6 +211,8 @@ def _worker(
     args: tuple,
 ) -> None:
     global _counters, _rank
+    interrupts.defer_signals()  # a Ctrl-C on the terminal reaches the workers too
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked since the start
     _die_with_parent(rank)
     import threading
 
@@ -184,7 +226,7 @@ def _worker(
     from l2o.meta.distributed import STARTUP_TIMEOUT, TIMEOUT_ENV, PeerLost
 
     _counters, _rank = shared[0], rank
-    _start_beating(shared[1], rank)
+    _start_beating(shared[1], shared[2], rank)
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -197,11 +239,14 @@ def _worker(
             import torch
 
             torch.cuda.set_device(rank % torch.cuda.device_count())
-        dist.init_process_group(
-            backend, rank=rank, world_size=size, timeout=timedelta(seconds=STARTUP_TIMEOUT)
-        )
+        startup = timedelta(seconds=STARTUP_TIMEOUT)
+        store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=startup)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=startup)
         os.environ[TIMEOUT_ENV] = str(timeout + GLOO_EXTRA)  # each collective's own limit
         fn(*args)
+    except interrupts.Interrupted as exc:  # all ranks agreed to stop here: leave together
+        with contextlib.suppress(Exception):
+            reports.send((rank, exc.signal_name, exc.message))
     except PeerLost as exc:
         _fail(reports, (rank, "peer", str(exc)))
     except L2OError as exc:
@@ -227,14 +272,17 @@ def _fail(reports: Any, report: Report) -> None:
     os._exit(1)
 
 
-def _start_beating(beats: Any, rank: int) -> None:
-    """Stamp ``beats[rank]`` every second from a daemon thread (stops when the process does)."""
+def _start_beating(beats: Any, stop: Any, rank: int) -> None:
+    """Stamp ``beats[rank]`` from a daemon thread (stops when the process does), and pass on a
+    stop the launcher forwards."""
     import threading
 
     def beat() -> None:
         while True:
             beats[rank] = time.monotonic()  # CLOCK_MONOTONIC: one clock for all processes
-            time.sleep(1.0)
+            if stop.value:
+                interrupts.request(signal.Signals(stop.value).name)
+            time.sleep(POLL)
 
     threading.Thread(target=beat, name="l2o-sign-of-life", daemon=True).start()
 
