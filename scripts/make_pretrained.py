@@ -110,6 +110,28 @@ def suite_summary(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def scores_summary(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``scripts/score_against_suite.py --json`` file (one candidate), shaped like
+    :func:`suite_summary`'s: the learned optimizer scored on a finished suite's test instances
+    against that suite's tuned baselines."""
+    (rows,) = json.loads(path.read_text()).values()
+    return [
+        {
+            "setting": row["setting"],
+            "steps": row["steps"],
+            "learned_median": row["median"],
+            "diverged": row["diverged"],
+            "best_baseline": row["best"],
+            "best_baseline_median": row["best_median"],
+            "ratio_to_best": row["vs_best"],
+            "adam_median": row["adam_median"],
+            "ratio_to_adam": row["vs_adam"],
+            "baselines_from": row["suite"],
+        }
+        for row in rows
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
@@ -132,6 +154,14 @@ def main() -> None:
         default=[],
         metavar=("DIR", "COMMAND"),
         help="an l2o compare --generalization folder and its command: a table in the card",
+    )
+    parser.add_argument(
+        "--scores",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("JSON", "COMMAND"),
+        help="a scripts/score_against_suite.py --json file (one candidate) and its command",
     )
     parser.add_argument("--summary", default="", help="the line `l2o list` prints (optional)")
     parser.add_argument("--note", default="", help="anything a user of it should know")
@@ -177,6 +207,11 @@ def main() -> None:
             {"command": command, "settings": suite_summary(Path(folder))}
             for folder, command in args.suite
         ]
+    if args.scores:
+        card.setdefault("generalization", []).extend(
+            {"command": command, "settings": scores_summary(Path(path))}
+            for path, command in args.scores
+        )
     if args.summary:
         card["summary"] = args.summary
     if args.note:

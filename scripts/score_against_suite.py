@@ -55,6 +55,10 @@ def score(candidate: str, suites: list[Path], instances: int) -> list[dict]:
                 "vs_adam": median / adam,
                 "vs_best": median / best[1]["final_loss_median"],
                 "best": best[0],
+                "best_median": best[1]["final_loss_median"],
+                "adam_median": adam,
+                "steps": int(results["steps"]),
+                "suite": str(suite),
                 "diverged": diverged,
                 "instances": n,
             })  # fmt: skip
