@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 
 import pytest
 import torch
 
 import l2o
+from l2o import interrupts
 from l2o.cli.main import main
 from l2o.concurrent.experiment import load_concurrent_config, run_experiment
 from l2o.concurrent.plots import plot_lambdas
@@ -162,6 +165,28 @@ def test_resume_after_an_interruption_ends_with_the_same_weights(tmp_path):
         assert torch.equal(whole[key], cut[key]), key
     lam = [(tmp_path / d / "lambdas.csv").read_text() for d in ("whole", "cut")]
     assert lam[0] == lam[1]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_between_checkpoints_then_resume_gives_the_same_lambda_record(tmp_path, sig):
+    """A real signal after iteration 3 (of 5, no periodic checkpoint before the end): the stop
+    checkpoints iteration 3, and the λ record must reach it too, or the resumed record has a gap."""
+    over = [*TINY, "iterations=5", "checkpoint_every=100", "references=[]"]
+    config = load_concurrent_config(None, over, "noise", combiner="attention")
+    run_experiment(config, tmp_path / "whole")
+
+    def signal_at_3(stage: str, done: int, total: int, row: dict) -> None:
+        if done == 3:
+            os.kill(os.getpid(), sig)
+
+    with interrupts.handle_signals(), pytest.raises(interrupts.Interrupted, match="iteration 3"):
+        run_experiment(config, tmp_path / "cut", signal_at_3)
+    run_experiment(config, tmp_path / "cut", resume=True)
+    lam = [(tmp_path / d / "lambdas.csv").read_text() for d in ("whole", "cut")]
+    assert lam[0].count("\n") == 1 + 6 * 3  # header, then iterations 0..5 of 3 variants
+    assert lam[0] == lam[1]
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "cut")]
+    assert results[0]["lambda_final"] == results[1]["lambda_final"]
 
 
 def test_resume_needs_a_checkpoint_and_the_same_config(tmp_path):

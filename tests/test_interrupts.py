@@ -220,8 +220,5 @@ def test_concurrent_killed_at_random_reruns_to_the_same_result(tmp_path, capsys,
     resume = ["--resume"] if (out / "checkpoint").exists() else []
     assert main([*CONCURRENT, "--out", str(out), *resume]) == 0
     assert (out / "curves.csv").read_bytes() == (tmp_path / "ref" / "curves.csv").read_bytes()
-    if (out / "lambdas.csv").read_bytes() != (tmp_path / "ref" / "lambdas.csv").read_bytes():
-        # Known defect, left open: after a graceful stop (SIGTERM/SIGINT) and --resume, the
-        # λ record differs from an uninterrupted run's although the weights and curves agree.
-        pytest.xfail("λ record after a graceful-stop resume differs (known, see issue 11)")
+    assert (out / "lambdas.csv").read_bytes() == (tmp_path / "ref" / "lambdas.csv").read_bytes()
     capsys.readouterr()

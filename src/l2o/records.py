@@ -36,6 +36,7 @@ CURVES_FILE = "curves.csv"
 CURVE_FIELDS = ("optimizer", "instance", "step", "loss")
 LAMBDAS_FILE = "lambdas.csv"
 LAMBDA_FIELDS = ("iteration", "slot", "variant", "label", "clean", "lambda")
+LAMBDA_DIGITS = 6  # significant digits of λ in lambdas.csv (and in memory: see LambdaRecorder)
 NON_FINITE_FLAG = "non_finite_as_null"  # set in a results.json where a value was not finite
 
 
@@ -196,10 +197,13 @@ def write_csv(
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
-def append_csv(path: Path, fields: Sequence[str], row: Mapping[str, Any]) -> None:
-    """One row appended (written in one call, so a kill leaves at most one damaged line)."""
+def append_csv(
+    path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]], digits: int | None = None
+) -> None:
+    """Rows appended (written in one call, so a kill leaves at most one damaged line)."""
+    text = "".join(",".join(csv_value(row[k], digits) for k in fields) + "\n" for row in rows)
     with open(path, "a") as f:
-        f.write(",".join(csv_value(row[k]) for k in fields) + "\n")
+        f.write(text)
 
 
 Parser = Callable[[str], Any]
@@ -279,9 +283,19 @@ LAMBDA_COLUMNS: dict[str, Parser] = {
 }
 
 
-def read_lambda_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``lambdas.csv``; a damaged line is an error naming it."""
-    return read_csv(path, LAMBDA_COLUMNS)
+def read_lambda_rows(path: Path, strict_lines: bool = True) -> list[dict[str, Any]]:
+    """The rows of a ``lambdas.csv``; a damaged line is an error naming it (or, without
+    ``strict_lines``, skipped with a warning: a kill can cut the last appended line)."""
+    return read_csv(path, LAMBDA_COLUMNS, strict_lines=strict_lines)
+
+
+def write_lambda_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    write_csv(path, LAMBDA_FIELDS, rows, digits=LAMBDA_DIGITS)
+
+
+def append_lambda_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """One meta-iteration's λ rows, appended before its checkpoint (like ``metrics.csv``)."""
+    append_csv(path, LAMBDA_FIELDS, rows, digits=LAMBDA_DIGITS)
 
 
 # --- metrics.csv (meta-training) ---
@@ -301,7 +315,7 @@ def write_metrics(run_dir: Path, rows: Iterable[Mapping[str, Any]]) -> None:
 
 
 def append_metrics(run_dir: Path, row: Mapping[str, Any]) -> None:
-    append_csv(Path(run_dir) / METRICS_FILE, METRIC_FIELDS, row)
+    append_csv(Path(run_dir) / METRICS_FILE, METRIC_FIELDS, [row])
 
 
 def read_metrics(run_dir: Path, upto: int | None = None) -> list[dict[str, Any]]:

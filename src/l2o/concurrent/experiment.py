@@ -41,7 +41,14 @@ from l2o.evaluate import Evaluation, write_evaluation
 from l2o.meta.health import check_memory
 from l2o.meta.train import meta_train
 from l2o.meta.unroll import run_learned
-from l2o.records import LAMBDA_FIELDS, LAMBDAS_FILE, read_lambda_rows, write_csv, write_json
+from l2o.records import (
+    LAMBDA_DIGITS,
+    LAMBDAS_FILE,
+    append_lambda_rows,
+    read_lambda_rows,
+    write_json,
+    write_lambda_rows,
+)
 from l2o.serialization import save_optimizer
 from l2o.tasks import task_train_defaults
 
@@ -256,15 +263,15 @@ def run_experiment(
         recorder = LambdaRecorder(cset, problem, net) if main else None
         if recorder is not None:
             lambda_rows.extend(previous or recorder.initial())
+            if out is not None:
+                write_lambdas(out, lambda_rows)  # drops rows after the checkpoint resumed from
 
         def on_row(row: dict[str, float], name: str = name, recorder=recorder) -> None:
             if recorder is not None:
-                iteration = int(row["iteration"])
-                lambda_rows.extend(recorder.record(iteration))
-                if out is not None and (
-                    iteration % train.checkpoint_every == 0 or iteration == train.iterations
-                ):  # with the checkpoint, so a resumed run has the λ record up to it
-                    write_lambdas(out, lambda_rows)
+                rows = recorder.record(int(row["iteration"]))
+                lambda_rows.extend(rows)
+                if out is not None:  # before the iteration's checkpoint, as metrics.csv is
+                    append_lambda_rows(out / LAMBDAS_FILE, rows)
             if progress is not None:
                 progress(f"train {name}", int(row["iteration"]), train.iterations, row)
 
@@ -359,7 +366,7 @@ def _resumable(config: ConcurrentConfig, out: Path | None) -> list[dict[str, Any
 def _read_lambdas(out: Path) -> list[dict[str, Any]]:
     if not (out / LAMBDAS_FILE).is_file():
         return []
-    return read_lambda_rows(out / LAMBDAS_FILE)
+    return read_lambda_rows(out / LAMBDAS_FILE, strict_lines=False)
 
 
 def _arch(train: TrainConfig, config: ConcurrentConfig) -> dict[str, Any]:
@@ -408,7 +415,8 @@ class LambdaRecorder:
                 "variant": v,
                 "label": label,
                 "clean": int(v == self.cset.clean),
-                "lambda": float(lam[v]),
+                # to the CSV's digits: a resumed run's record, read back, equals this one
+                "lambda": float(f"{float(lam[v]):.{LAMBDA_DIGITS}g}"),
             }
             for v, label in enumerate(self.cset.labels)
         ]
@@ -423,7 +431,7 @@ class LambdaRecorder:
 
 
 def write_lambdas(out: Path, rows: list[dict[str, Any]]) -> None:
-    write_csv(out / LAMBDAS_FILE, LAMBDA_FIELDS, rows, digits=6)
+    write_lambda_rows(out / LAMBDAS_FILE, rows)
 
 
 def _slots(cset: ConcurrentSet, problem: ConcurrentProblem, mode: str) -> list[dict[str, Any]]:

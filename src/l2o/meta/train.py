@@ -123,7 +123,8 @@ def meta_train(
         out_dir: where ``config.json``, ``metrics.csv``, ``checkpoint/`` and
             ``optimizer.safetensors`` go (nothing is written when ``None``).
         resume: continue from ``out_dir/checkpoint`` (same config, ``iterations`` may grow).
-        callback: called with each iteration's metrics row (the CLI's progress bar).
+        callback: called with each iteration's metrics row (the CLI's progress bar), before
+            that iteration's checkpoint is written.
         problem: what to train on; defaults to ``config.task`` with ``config.task_options``.
         net: the network to train; defaults to :func:`build_from_config`.
 
@@ -216,17 +217,19 @@ def meta_train(
             "wall_time": training.elapsed,
         }
         history.rows.append(row)
-        saved = False
         if writer is not None:
             append_metrics(writer, row)
-            if (
-                training.iteration % config.checkpoint_every == 0
-                or training.iteration == config.iterations
-            ):
-                save_checkpoint(writer, net, meta_opt, training, config.to_dict())
-                saved = True
+        # Before the checkpoint: whatever a callback records for this iteration is on disk
+        # before a checkpoint of it can be (a kill in between leaves records ahead, never behind).
         if callback is not None and rank == 0:  # also without out_dir (in-memory runs)
             callback(row)
+        saved = False
+        if writer is not None and (
+            training.iteration % config.checkpoint_every == 0
+            or training.iteration == config.iterations
+        ):
+            save_checkpoint(writer, net, meta_opt, training, config.to_dict())
+            saved = True
         # Every rank stops at the same iteration, whichever got the signal (or its launcher).
         stop = distributed.agree_on_stop(interrupts.pending())
         done = saved or writer is None  # rank 0 alone writes; every rank names the checkpoint
