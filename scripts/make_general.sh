@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Train, evaluate and install the shipped `general` learned optimizer (CPU, one thread).
 #
-#   bash scripts/make_general.sh            # ~12 min of training + the suite (tens of minutes)
+#   bash scripts/make_general.sh            # ~4 min of training + the suite (tens of minutes)
 #
 # 1. meta-train an `mlp` on the task distribution of configs/general.toml
 #    (quadratics, random MLPs with and without parameter/loss rescaling, the digits MLP's
-#    meta-train half with ReLU; no other real dataset), log meta-loss, log-uniform unroll
+#    meta-train half with ReLU and with sigmoid; no other real dataset), log meta-loss, log-uniform unroll
 #    lengths 20..400, validation at 200 steps; 300 iterations of 16 instances at meta_lr 1e-3
 #    (150 × 8 at 3e-3 gave a noisier meta-gradient: best validation 0.117 against 0.034, and
 #    worse 1,000-step losses; docs/general-study.md);
