@@ -254,22 +254,30 @@ def _worker(
     except Exception as exc:
         traceback.print_exc()  # a bug: its traceback helps, once, from the rank it happened on
         _fail(reports, (rank, "crash", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    # Done: wait for every rank, then leave without tearing the process group down (see _leave).
     with contextlib.suppress(Exception):
-        dist.destroy_process_group()
+        dist.barrier()
+    _leave(0)
 
 
 def _fail(reports: Any, report: Report) -> None:
-    """Send the report and leave at once.
-
-    A failed worker skips ``destroy_process_group`` and the interpreter's shutdown: with a peer
-    gone, gloo's threads may still be waiting, and tearing them down prints "terminate called
-    without an active exception" from C++, a second line under the launcher's one-line error.
-    """
+    """Send the report and leave at once."""
     with contextlib.suppress(Exception):
         reports.send(report)
+    _leave(1)
+
+
+def _leave(code: int) -> None:
+    """Exit without ``destroy_process_group`` or the interpreter's shutdown.
+
+    Tearing gloo down can destroy one of its C++ threads while it is still running, which
+    aborts the worker (SIGABRT, "terminate called without an active exception"): seen both
+    after a peer died and at the end of a successful run. Everything a worker writes is
+    already on disk (checkpoints are atomic renames), so only the standard streams need a flush.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(code)
 
 
 def _start_beating(beats: Any, stop: Any, rank: int) -> None:
