@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 import l2o
+from l2o.errors import L2OError
 from l2o.evaluate import LearnedRunner, evaluate
+from l2o.records import read_json, read_json_object
 from l2o.tasks import get_task
 
 
@@ -27,7 +29,7 @@ def settings_of(suite: Path) -> list[tuple[str, Path]]:
     """(name, folder with results.json) of a generalisation suite, or of one comparison."""
     if not (suite / "generalization.json").is_file():
         return [(suite.name, suite)]
-    rows = json.loads((suite / "generalization.json").read_text())
+    rows = read_json(suite / "generalization.json", "a generalisation table")
     return [(row["setting"], suite / "generalization" / row["setting"]) for row in rows]
 
 
@@ -36,7 +38,10 @@ def score(candidate: str, suites: list[Path], instances: int) -> list[dict]:
     out = []
     for suite in suites:
         for name, folder in settings_of(suite):
-            results = json.loads((folder / "results.json").read_text())
+            results = read_json_object(
+                folder / "results.json", "an l2o compare results.json",
+                ("task", "task_options", "steps", "instances", "learned", "optimizers"),
+            )  # fmt: skip
             family = get_task(results["task"], results["task_options"])
             n = min(instances, int(results["instances"]))
             evaluation = evaluate(
@@ -76,7 +81,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    table = {c: score(c, args.suite, args.instances) for c in args.candidates}
+    try:
+        table = {c: score(c, args.suite, args.instances) for c in args.candidates}
+    except L2OError as exc:
+        raise SystemExit(f"error: {exc}") from None
     for candidate, rows in table.items():
         print(f"## {candidate}")
         print("| setting | median | / tuned Adam | / best tuned | diverged |")
