@@ -25,6 +25,7 @@ KINDS = {
     "mlp-nominal-norm": {"optimizer": "mlp", "nominal": True, "update_norm": True},
     "mlp-relative": {"optimizer": "mlp", "param_scale": True},
     "mlp-gradient-units": {"optimizer": "mlp", "grad_scale": True},
+    "mlp-progress": {"optimizer": "mlp", "progress_feature": True},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -206,6 +207,43 @@ def test_grad_scale_steps_are_in_gradient_units() -> None:
     first, _ = plain.step(grads, plain.init_state(32), layout, 0)
     tiny, _ = plain.step(scaled, plain.init_state(32), layout, 0)
     torch.testing.assert_close(tiny, first, rtol=1e-4, atol=1e-7)
+
+
+def test_progress_feature_is_how_far_momentum_fell_and_is_scale_free() -> None:
+    """The extra input is 0.1·log(RMS(m̂_0.9) / its peak) per tensor, and a run whose gradients
+    are all scaled by one constant (a rescaled loss) gets the same updates."""
+    net = build_net({"optimizer": "mlp", "progress_feature": True}, seed=0)
+    layout = ((3, 4), (4,))
+    base = torch.randn(2, 16)
+    decay = torch.ones(16)
+    decay[:12] = 0.8  # the first tensor's gradients fall, the second's stay
+    # With the feature as the log-magnitude (skip weight 10 = 1/0.1), steps are × ρ exactly.
+    with torch.no_grad():
+        net.skip_weight[-1, 1] = 10.0
+        net.in_weight[-1].zero_()
+    blind = build_net({"optimizer": "mlp", "progress_feature": True}, seed=0)
+    blind.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        blind.skip_weight[-1, 1] = 0.0
+
+    def run(model: torch.nn.Module, scale: float) -> list[torch.Tensor]:
+        state, updates = model.init_state(32), []
+        for step in range(60):
+            update, state = model.step(scale * base * decay**step, state, layout, step)
+            updates.append(update)
+        return updates
+
+    updates, rescaled, plain = run(net, 1.0), run(net, 1e3), run(blind, 1.0)
+    for a, b in zip(updates, rescaled):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-12)
+    m, peak = torch.zeros(2, 16), torch.zeros(2, 1)  # m̂_0.9 and ρ by hand, first tensor
+    for step in range(60):
+        m = 0.9 * m + 0.1 * base * decay**step
+        rms = (m[:, :12] / (1 - 0.9 ** (step + 1))).square().mean(1, keepdim=True).sqrt()
+        peak = torch.maximum(peak, rms)
+        torch.testing.assert_close(updates[step][:, :12], plain[step][:, :12] * rms / peak)
+    assert (rms / peak < 1e-2).all()  # the steps did shrink, by as much as momentum fell
+    torch.testing.assert_close(updates[-1][:, 12:], plain[-1][:, 12:])  # steady: ρ = 1
 
 
 def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:

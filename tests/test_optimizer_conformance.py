@@ -43,6 +43,7 @@ KINDS = {
     "mlp-nominal": {"optimizer": "mlp", "nominal": True, "update_norm": True},
     "mlp-relative": {"optimizer": "mlp", "param_scale": True},
     "mlp-gradient-units": {"optimizer": "mlp", "grad_scale": True},
+    "mlp-progress": {"optimizer": "mlp", "progress_feature": True},
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

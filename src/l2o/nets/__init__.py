@@ -58,6 +58,7 @@ register_net(
         "update_norm",
         "param_scale",
         "grad_scale",
+        "progress_feature",
         "skip_zero_grad",
     ),
     defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},

@@ -21,7 +21,7 @@ path starts as −m_0.9/RMS(m_0.9), so an untrained net is momentum SGD (EMA for
 correction of its direction beyond the scale's).
 
 State per coordinate: the 5 feature accumulators (m at 4 timescales, v): 20 bytes, against
-Adam's 8.
+Adam's 8 (and the running maximum ρ divides by, with ``progress_feature``: 24 bytes).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from l2o.errors import L2OError
 from l2o.nets.base import OptimizerNet, State, mask_zero_grads, tensor_norm
 from l2o.nets.features import (
     TIME_SCALES,
+    TINY,
+    TensorNorm,
     adam_direction,
     compute_features,
     feature_count,
@@ -49,6 +51,8 @@ MOMENTUM_FEATURE = 2  # m_0.9 / its tensor RMS: the starting direction with grad
 PARAM_SCALE_FLOOR = 1e-3  # Adafactor's ε₂: tensors at zero still move
 MOMENTUM_BETA = 0.9  # the accumulator grad_scale measures (index 1 of the adam set)
 MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input cannot explode a step
+PROGRESS_SCALE = 0.1  # log ρ enters as 0.1·log ρ: O(1) over the first decades of descent
+PROGRESS_FLOOR = -5.0  # ... and no lower than −5 (ρ = e⁻⁵⁰; 0 for a tensor with no gradient yet)
 
 
 def mlp_update(
@@ -104,6 +108,7 @@ class MLPOptimizer(OptimizerNet):
         self.spec = spec
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         F, H, T = feature_count(spec.preprocess), spec.hidden_size, len(TIME_SCALES)
+        F += int(spec.progress_feature)  # log ρ, after the feature set's own
 
         def uniform(*shape: int, fan_in: int) -> nn.Parameter:
             bound = 1.0 / fan_in**0.5
@@ -144,11 +149,13 @@ class MLPOptimizer(OptimizerNet):
         return named
 
     def state_names(self) -> tuple[str, ...]:
-        return ("features",) if state_size(self.spec.preprocess) else ()
+        names = ("features",) if state_size(self.spec.preprocess) else ()
+        return (*names, "grad_peak") if self.spec.progress_feature else names
 
     def state_widths(self) -> tuple[int, ...]:
         size = state_size(self.spec.preprocess)
-        return (size,) if size else ()
+        widths = (size,) if size else ()
+        return (*widths, 1) if self.spec.progress_feature else widths
 
     def step(
         self,
@@ -165,6 +172,9 @@ class MLPOptimizer(OptimizerNet):
         acc = state[0].view(B, D, size) if size else None
         norm = tensor_norm(layout, D, grads.device)
         x, acc = compute_features(spec.preprocess, grads, acc, norm, step, spec.preprocess_p)
+        if spec.progress_feature:
+            progress, peak = gradient_progress(acc, state[1].view(B, D, 1), norm, step)
+            x = torch.cat((x, progress), -1)
         lr = self.output_scale if lr is None else lr
         w = self.weights()
         update = mlp_update(w, x.reshape(B * D, -1), time_features(step, x), lr, spec.step_alpha)
@@ -184,4 +194,22 @@ class MLPOptimizer(OptimizerNet):
             update = update * norm.rms(momentum).squeeze(-1)
         if spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
-        return update, ((acc.reshape(B * D, size),) if size else ())
+        new_state = (acc.reshape(B * D, size),) if size else ()
+        if spec.progress_feature:
+            new_state = (*new_state, peak.reshape(B * D, 1))
+        return update, new_state
+
+
+def gradient_progress(
+    acc: Tensor, peak: Tensor, norm: TensorNorm, step: int
+) -> tuple[Tensor, Tensor]:
+    """The progress feature 0.1·log ρ ``(B, D, 1)`` (ρ = RMS(m̂_0.9) / its running maximum, per
+    instance and tensor) and the new maximum (kept per coordinate, each holding its tensor's).
+
+    A constant for autograd, like the normalisers of the other features.
+    """
+    momentum = acc[..., 1:2] / (1.0 - MOMENTUM_BETA ** (step + 1))
+    current = norm.rms(momentum)
+    peak = torch.maximum(peak.detach(), current)
+    ratio = current / (peak + TINY)
+    return ratio.clamp_min(TINY).log_().mul_(PROGRESS_SCALE).clamp_min_(PROGRESS_FLOOR), peak

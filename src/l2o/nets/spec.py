@@ -46,6 +46,7 @@ class NetSpec:
     update_norm: bool = False  # divide each tensor's update by its RMS (Celo2)
     param_scale: bool = False  # × max(1e-3, RMS of the tensor's parameters): a relative step
     grad_scale: bool = False  # × RMS of the tensor's momentum m̂_0.9: steps in gradient units
+    progress_feature: bool = False  # also read log(RMS(m̂_0.9) / its peak): how far g has fallen
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -76,7 +77,14 @@ class NetSpec:
         _positive(self, "logit_scale")
         _number(self, "step_alpha")
         _number(self, "trim")
-        for key in ("nominal", "update_norm", "param_scale", "grad_scale", "skip_zero_grad"):
+        for key in (
+            "nominal",
+            "update_norm",
+            "param_scale",
+            "grad_scale",
+            "progress_feature",
+            "skip_zero_grad",
+        ):
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.preprocess not in FEATURE_SETS:
@@ -85,7 +93,7 @@ class NetSpec:
             )
         if not 0 <= self.trim < 0.5:
             raise L2OError(f"trim must be in [0, 0.5), got {self.trim}")
-        for key in ("nominal", "grad_scale"):
+        for key in ("nominal", "grad_scale", "progress_feature"):
             if getattr(self, key) and self.preprocess != "adam":
                 raise L2OError(f"{key} = true needs preprocess = 'adam' (it reuses its moments)")
 
