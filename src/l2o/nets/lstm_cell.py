@@ -7,6 +7,11 @@ of autograd's generic graph (measured in ``benchmarks/meta_throughput.py``); the
 
 Gates are packed ``[i, f, o, g]`` in one ``(in + H, 4H)`` matrix: one matmul per layer. tanh is
 computed as 2σ(2z) − 1, so one sigmoid covers all four gates (tanh is ~3× dearer on CPU).
+
+For float32 on the CPU the elementwise work of each direction runs as one C loop
+(:mod:`l2o.nets.native`, built on first use) instead of ~15 kernels: the same maths to float
+tolerance (tested), deterministic run to run. Without a C compiler, for other dtypes and
+devices, and for double backward, the eager code below runs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from l2o.nets import native
 from l2o.nets.scalars import scalar
 
 _SCALES: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
@@ -37,6 +43,13 @@ class LSTMLayer(torch.autograd.Function):
         H = h.shape[1]
         gate_scale, _ = _scales(H, h)
         xh = torch.cat((x, h), dim=1)
+        ctx.x_size = x.shape[1]
+        if native.usable(xh, c, weight, bias):
+            # The bias is added in the C loop: addmm would first copy it into every row.
+            gates = xh @ (weight * gate_scale)
+            h_new, c_new, tanh_c = native.forward(gates, bias * gate_scale, c)
+            ctx.save_for_backward(xh, gates, c, tanh_c, weight)
+            return h_new, c_new
         gates = torch.addmm(bias * gate_scale, xh, weight * gate_scale).sigmoid_()
         i, f, o, s = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         c_new = torch.addcmul(f * c, i, s, value=2.0).sub_(i)  # f·c + i·(2σ − 1)
@@ -44,12 +57,25 @@ class LSTMLayer(torch.autograd.Function):
         tanh_c = torch.sigmoid(c_new + c_new).mul_(two).sub_(one)  # 2σ(2c) − 1, exactly
         h_new = o * tanh_c
         ctx.save_for_backward(xh, gates, c, tanh_c, weight)
-        ctx.x_size = x.shape[1]
         return h_new, c_new
 
     @staticmethod
     def backward(ctx, dh: Tensor | None, dc: Tensor | None):
         xh, gates, c, tanh_c, weight = ctx.saved_tensors
+        if not torch.is_grad_enabled() and native.usable(gates):  # (no double backward in C)
+            dz, d_bias, dc_prev = native.backward(dh, dc, gates, c, tanh_c)
+            # Only the inputs that need it (the first layer's features are constants, and so
+            # is the state a window starts from): matmuls are now most of the time.
+            need_x, need_h = ctx.needs_input_grad[:2]
+            d_x = d_h = None
+            if need_x and need_h:
+                d_xh = dz @ weight.t()
+                d_x, d_h = d_xh[:, : ctx.x_size], d_xh[:, ctx.x_size :]
+            elif need_h:
+                d_h = dz @ weight[ctx.x_size :].t()
+            elif need_x:
+                d_x = dz @ weight[: ctx.x_size].t()
+            return d_x, d_h, dc_prev, xh.t() @ dz, d_bias
         H = c.shape[1]
         _, deriv_scale = _scales(H, c)
         i, f, o, s = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]

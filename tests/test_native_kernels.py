@@ -1,0 +1,141 @@
+"""The C loops of the LSTM cell (l2o.nets.native) against the eager PyTorch path."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from l2o.config import TrainConfig
+from l2o.meta.train import meta_train
+from l2o.nets import native
+from l2o.nets.lstm_cell import LSTMLayer
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
+
+
+def _layer(n: int, H: int, x_size: int, use_native: bool, dh_slice: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = [
+        torch.randn(n, x_size, generator=g),
+        torch.randn(n, H, generator=g),
+        torch.randn(n, H, generator=g) * 2,
+        torch.randn(x_size + H, 4 * H, generator=g) * 0.5,
+        torch.randn(4 * H, generator=g),
+    ]
+    inputs = [t.requires_grad_(True) for t in inputs]
+    # dh as the next layer hands it on: a column slice of a wider gradient (row stride 2H)
+    wide = torch.randn(n, 2 * H, generator=g)
+    dh = wide[:, H:] if dh_slice else wide[:, :H].contiguous()
+    dc = torch.randn(n, H, generator=g)
+    with nullcontext() if use_native else native.disabled():
+        h, c = LSTMLayer.apply(*inputs)
+        torch.autograd.backward((h, c), (dh, dc))
+    return [h.detach(), c.detach(), *(t.grad for t in inputs)]
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("n", "H", "x_size", "dh_slice"), [(37, 20, 2, True), (5, 3, 1, False), (1280, 20, 20, True)]
+)
+def test_native_layer_equals_the_eager_layer_to_float_tolerance(n, H, x_size, dh_slice):
+    eager = _layer(n, H, x_size, False, dh_slice)
+    fast = _layer(n, H, x_size, True, dh_slice)
+    names = ["h", "c", "dx", "dh", "dc", "dweight", "dbias"]
+    for name, a, b in zip(names, eager, fast):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@needs_native
+def test_native_layer_with_only_one_output_used():
+    torch.manual_seed(0)
+    inputs = [torch.randn(9, 2), torch.randn(9, 4), torch.randn(9, 4)]
+    inputs += [torch.randn(6, 16), torch.randn(16)]
+
+    def grads(use_native: bool) -> list[torch.Tensor]:
+        args = [t.clone().requires_grad_(True) for t in inputs]
+        with nullcontext() if use_native else native.disabled():
+            h, _ = LSTMLayer.apply(*args)
+            h.sum().backward()  # c unused: its gradient arrives as None
+        return [a.grad for a in args]
+
+    for a, b in zip(grads(False), grads(True)):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+@needs_native
+def test_native_rows_do_not_depend_on_the_batch():
+    """A row's result is the same alone or among others: vector body and tail round alike."""
+    g = torch.Generator().manual_seed(0)
+    n, H = 37, 20
+    pre, bias = torch.randn(n, 4 * H, generator=g) * 3, torch.randn(4 * H, generator=g)
+    c, dh, dc = (torch.randn(n, H, generator=g) for _ in range(3))
+
+    def both(rows: slice):
+        gates = pre[rows].clone()
+        h, c_new, tanh_c = native.forward(gates, bias, c[rows])
+        return (h, c_new, *native.backward(dh[rows], dc[rows], gates, c[rows], tanh_c)[::2])
+
+    for whole, part in zip(both(slice(None)), both(slice(3, 8))):
+        assert torch.equal(whole[3:8], part)
+
+
+@needs_native
+def test_native_sigmoid_is_accurate_and_keeps_nan_and_inf():
+    """σ as the forward loop computes it: the gates, in place, against float64."""
+    z = torch.cat(
+        (
+            torch.linspace(-100, 100, 4001),
+            torch.tensor([math.inf, -math.inf, math.nan, 0.0, -0.0, 88.5, -88.5, 1e-8]),
+        )
+    )
+    n, H = z.numel(), 1
+    gates = torch.zeros(n, 4 * H)
+    gates[:, 2] = z  # the output gate
+    native.forward(gates, torch.zeros(4 * H), torch.zeros(n, H))
+    expected = torch.sigmoid(z.double())
+    got = gates[:, 2].double()
+    finite = ~z.isnan()
+    assert torch.isnan(got[~finite]).all()
+    error = (got[finite] - expected[finite]).abs()
+    assert float((error / expected[finite].clamp_min(1e-30)).max()) < 5e-7  # about 4 ulp
+    # e^x saturates at x = ±88.4: σ(−∞) comes out as ~4e-39 (denormal), not 0
+    assert float(got[z == math.inf][0]) == 1.0 and 0.0 <= float(got[z == -math.inf][0]) < 1e-38
+
+
+@needs_native
+def test_meta_training_is_deterministic_and_matches_eager():
+    config = TrainConfig(iterations=2, batch_size=8, horizon=10, truncation=5, val_every=100)
+    a, _ = meta_train(config)
+    b, _ = meta_train(config)
+    with native.disabled():
+        e, _ = meta_train(config)
+    for name, p in a.state_dict().items():
+        assert torch.equal(p, b.state_dict()[name]), name  # bit-identical run to run
+        torch.testing.assert_close(p, e.state_dict()[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_log_line(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setenv("CC", "false")  # on PATH, always fails
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="l2o.nets.native"):
+        assert not native.available()
+    assert len(caplog.records) == 1 and "eager PyTorch" in caplog.records[0].getMessage()
+    # the layer still runs, on the eager path
+    h, _ = LSTMLayer.apply(
+        torch.randn(3, 2), torch.zeros(3, 4), torch.zeros(3, 4), torch.randn(6, 16), torch.zeros(16)
+    )
+    assert h.shape == (3, 4)
+
+
+def test_l2o_native_0_turns_the_c_loops_off(monkeypatch):
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setenv("L2O_NATIVE", "0")
+    assert not native.available()
+    assert not native.usable(torch.zeros(2, 2))
