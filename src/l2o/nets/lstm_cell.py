@@ -107,3 +107,137 @@ def lstm_layer(
 ) -> tuple[Tensor, Tensor]:
     """One layer step: inputs ``x`` ``(n, in)``, state ``h, c`` ``(n, H)`` → new ``(h, c)``."""
     return LSTMLayer.apply(x, h, c, weight, bias)
+
+
+class LSTMStack(torch.autograd.Function):
+    """The stacked layers and the linear output in one node, on the C loops (float32 CPU).
+
+    ``(update, h0, c0, ...) = LSTMStack.apply(x, grads, out_w, out_b, scale, *state, *weights)``
+    with ``weights`` ``(W0, b0, W1, b1, ...)``: :func:`l2o.nets.lstm_update`'s maths, the
+    update 0 where ``grads`` (``None``: nowhere) is exactly 0. One node instead of one per layer
+    and six for the output and its mask; the backward adds the layer above's gradient and the
+    output's into each layer's C loop instead of in separate kernels. A backward that must be
+    differentiable itself (``create_graph=True``) recomputes the step on the eager path and
+    differentiates that.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        grads: Tensor | None,
+        out_weight: Tensor,
+        out_bias: Tensor,
+        scale: float,
+        *tensors: Tensor,
+    ):
+        layers = len(tensors) // 4
+        state, weights = tensors[: 2 * layers], tensors[2 * layers :]
+        saved: list[Tensor] = []
+        new_state: list[Tensor] = []
+        inputs = x
+        for layer in range(layers):
+            h, c = state[2 * layer], state[2 * layer + 1]
+            weight, bias = weights[2 * layer], weights[2 * layer + 1]
+            gate_scale, _ = _scales(h.shape[1], h)
+            xh = torch.cat((inputs, h), dim=1)
+            gates = xh @ (weight * gate_scale)
+            inputs, c_new, tanh_c = native.forward(gates, bias * gate_scale, c)
+            saved += [xh, gates, c, tanh_c, weight]
+            new_state += [inputs, c_new]
+        update = native.output(inputs, out_weight, out_bias, scale, grads)
+        ctx.save_for_backward(*saved, inputs, x, grads, out_weight, out_bias, *tensors)
+        ctx.scale, ctx.layers = scale, layers
+        return (update, *new_state)
+
+    @staticmethod
+    def backward(ctx, d_update: Tensor | None, *d_state: Tensor | None):
+        layers, needs = ctx.layers, ctx.needs_input_grad
+        saved = ctx.saved_tensors
+        h_top, _, grads, out_weight = saved[5 * layers : 5 * layers + 4]
+        if torch.is_grad_enabled():  # create_graph: differentiate the eager step instead
+            return _differentiable_backward(ctx, (d_update, *d_state))
+        d_out = d_out_weight = d_out_bias = None
+        if d_update is not None:
+            d_out, d_out_weight, d_out_bias = native.output_backward(
+                d_update, ctx.scale, grads, h_top
+            )
+        d_states: list[Tensor | None] = [None] * (2 * layers)
+        d_weights: list[Tensor | None] = [None] * (2 * layers)
+        from_above = None  # the gradient of this layer's h from the layer above
+        for layer in reversed(range(layers)):
+            xh, gates, c, tanh_c, weight = saved[5 * layer : 5 * layer + 5]
+            top = layer == layers - 1
+            dz, d_weights[2 * layer + 1], dc_prev = native.backward(
+                d_state[2 * layer],
+                d_state[2 * layer + 1],
+                gates,
+                c,
+                tanh_c,
+                dh2=from_above,
+                d_out=d_out if top else None,
+                w_out=out_weight if top else None,
+            )
+            d_weights[2 * layer] = xh.t() @ dz
+            x_size = xh.shape[1] - c.shape[1]
+            need_x = layer > 0 or needs[0]
+            need_h = needs[5 + 2 * layer]
+            d_x = d_h = None
+            if need_x and need_h:
+                d_xh = dz @ weight.t()
+                d_x, d_h = d_xh[:, :x_size], d_xh[:, x_size:]
+            elif need_h:
+                d_h = dz @ weight[x_size:].t()
+            elif need_x:
+                d_x = dz @ weight[:x_size].t()
+            d_states[2 * layer] = d_h
+            d_states[2 * layer + 1] = dc_prev if needs[6 + 2 * layer] else None
+            from_above = d_x
+        return (from_above, None, d_out_weight, d_out_bias, None, *d_states, *d_weights)
+
+
+def stack_update(
+    x: Tensor,
+    grads: Tensor | None,
+    out_weight: Tensor,
+    out_bias: Tensor,
+    scale: float,
+    *tensors: Tensor,
+) -> tuple[Tensor, ...]:
+    """:class:`LSTMStack`'s maths on the eager path, layer by layer: ``(update, h0, c0, ...)``."""
+    layers = len(tensors) // 4
+    state, weights = tensors[: 2 * layers], tensors[2 * layers :]
+    new_state: list[Tensor] = []
+    for layer in range(layers):
+        h, c = lstm_layer(
+            x, state[2 * layer], state[2 * layer + 1], weights[2 * layer], weights[2 * layer + 1]
+        )
+        new_state += [h, c]
+        x = h
+    out = torch.mv(x, out_weight) + out_bias
+    update = out * scalar(scale, out)
+    if grads is not None:  # coordinates with a zero gradient do not move
+        update = torch.where(grads == 0, update.new_zeros(()), update)
+    return (update, *new_state)
+
+
+def _differentiable_backward(ctx, d_outputs: tuple[Tensor | None, ...]) -> tuple:
+    """The step recomputed on the eager path and differentiated with a graph (double backward)."""
+    layers, needs = ctx.layers, ctx.needs_input_grad
+    x, grads, out_weight, out_bias, *tensors = ctx.saved_tensors[5 * layers + 1 :]
+    inputs = (x, grads, out_weight, out_bias, None, *tensors)
+    with native.disabled():
+        outputs = stack_update(x, grads, out_weight, out_bias, ctx.scale, *tensors)
+    wanted = [i for i, need in enumerate(needs) if need]
+    pairs = [(o, d) for o, d in zip(outputs, d_outputs) if d is not None and o.requires_grad]
+    found = torch.autograd.grad(
+        [o for o, _ in pairs],
+        [inputs[i] for i in wanted],
+        [d for _, d in pairs],
+        create_graph=True,
+        allow_unused=True,
+    )
+    result: list[Tensor | None] = [None] * len(inputs)
+    for i, g in zip(wanted, found):
+        result[i] = g
+    return tuple(result)

@@ -96,26 +96,33 @@ void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const f
 }
 
 /* The gradient with respect to the pre-activations, dz (n, 4H), to the bias, d_bias (4H: dz
- * summed over rows, in double, in row order), and to the old cell state, dc_prev (n, H), from
- * dh and dc with their row strides; either may be NULL, read as `zeros` (H floats of zero).
+ * summed over rows, in double, in row order), and to the old cell state, dc_prev (n, H).
+ *
+ * The gradient reaching h is dh + dh2 + d_out ⊗ w_out: what the next step hands back, what the
+ * layer above hands back (a column slice of its input gradient), and the linear output's
+ * share (d_out (n) the gradient of the output, w_out (H) its weights). Each of dh, dh2, dc is
+ * read with its row stride; an absent one is H zeros with stride 0; an absent d_out is NULL.
  * sums: 4H doubles of scratch. */
-void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, const float *dc,
+void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, const float *dh2,
+                   int64_t dh2_stride, const float *d_out, const float *w_out, const float *dc,
                    int64_t dc_stride, const float *gates, const float *c, int64_t c_stride,
                    const float *tanh_c, float *dz, float *dc_prev, float *d_bias,
-                   const float *zeros, double *sums) {
+                   double *sums) {
     for (int64_t j = 0; j < 4 * H; j++) sums[j] = 0.0;
     for (int64_t row = 0; row < n; row++) {
         const float *restrict gi = gates + row * 4 * H, *restrict gf = gi + H;
         const float *restrict go = gf + H, *restrict gs = go + H;
         const float *restrict cr = c + row * c_stride, *restrict tc = tanh_c + row * H;
-        const float *restrict dhr = dh ? dh + row * dh_stride : zeros;
-        const float *restrict dcr = dc ? dc + row * dc_stride : zeros;
+        const float *restrict dhr = dh + row * dh_stride, *restrict dh2r = dh2 + row * dh2_stride;
+        const float *restrict dcr = dc + row * dc_stride, *restrict w = w_out;
+        const float dout = d_out ? d_out[row] : 0.0f;
         float *restrict dzi = dz + row * 4 * H, *restrict dzf = dzi + H;
         float *restrict dzo = dzf + H, *restrict dzs = dzo + H;
         float *restrict dcp = dc_prev + row * H;
 #pragma omp simd
         for (int64_t k = 0; k < H; k++) {
-            float i = gi[k], f = gf[k], o = go[k], s = gs[k], t = tc[k], dhk = dhr[k];
+            float i = gi[k], f = gf[k], o = go[k], s = gs[k], t = tc[k];
+            float dhk = dhr[k] + dh2r[k] + dout * w[k];
             float total = dhk * o * (1.0f - t * t) + dcr[k];
             dzi[k] = total * (2.0f * s - 1.0f) * (i * (1.0f - i));
             dzf[k] = total * cr[k] * (f * (1.0f - f));
@@ -129,4 +136,37 @@ void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, con
         for (int64_t j = 0; j < 4 * H; j++) acc[j] += (double)d[j];
     }
     for (int64_t j = 0; j < 4 * H; j++) d_bias[j] = (float)sums[j];
+}
+
+/* The linear output: out[r] = (h[r] · w + bias) · scale, or 0 where grads[r] == 0 (grads may
+ * be NULL: no such coordinates). h (n, H) contiguous. */
+void lstm_output(int64_t n, int64_t H, const float *h, const float *w, float bias, float scale,
+                 const float *grads, float *out) {
+    for (int64_t row = 0; row < n; row++) {
+        const float *restrict hr = h + row * H, *restrict wr = w;
+        float dot = 0.0f; /* in k order, so every row sums alike (no reassociation) */
+        for (int64_t k = 0; k < H; k++) dot += hr[k] * wr[k];
+        float value = (dot + bias) * scale;
+        out[row] = grads && grads[row] == 0.0f ? 0.0f : value;
+    }
+}
+
+/* Its backward: d_out[r] = d_update[r] · scale (0 where grads[r] == 0), the gradient of the
+ * output before the scale; d_w (H) = Σ_r d_out[r] h[r] and d_b = Σ_r d_out[r], in double. */
+void lstm_output_backward(int64_t n, int64_t H, const float *d_update, float scale,
+                          const float *grads, const float *h, float *d_out, float *d_w,
+                          float *d_b, double *sums) {
+    double total = 0.0;
+    for (int64_t k = 0; k < H; k++) sums[k] = 0.0;
+    for (int64_t row = 0; row < n; row++) {
+        float d = grads && grads[row] == 0.0f ? 0.0f : d_update[row] * scale;
+        d_out[row] = d;
+        total += (double)d;
+        const float *restrict hr = h + row * H;
+        double *restrict acc = sums;
+#pragma omp simd
+        for (int64_t k = 0; k < H; k++) acc[k] += (double)(d * hr[k]);
+    }
+    for (int64_t k = 0; k < H; k++) d_w[k] = (float)sums[k];
+    *d_b = (float)total;
 }

@@ -109,8 +109,11 @@ def _load() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.lstm_forward.argtypes = [i64, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr]
     lib.lstm_forward.restype = None
-    lib.lstm_backward.argtypes = [i64, i64, ptr, i64, ptr, i64, ptr, ptr, i64, ptr, ptr, ptr]
-    lib.lstm_backward.argtypes += [ptr, ptr, ptr]
+    lib.lstm_backward.argtypes = [i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, i64]
+    lib.lstm_backward.argtypes += [ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr]
+    f32 = ctypes.c_float
+    lib.lstm_output.argtypes = [i64, i64, ptr, ptr, f32, f32, ptr, ptr]
+    lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr, ptr]
     lib.lstm_backward.restype = None
     _lib = lib
     return _lib
@@ -166,24 +169,48 @@ def forward(gates: Tensor, bias: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 def backward(
-    dh: Tensor | None, dc: Tensor | None, gates: Tensor, c: Tensor, tanh_c: Tensor
+    dh: Tensor | None,
+    dc: Tensor | None,
+    gates: Tensor,
+    c: Tensor,
+    tanh_c: Tensor,
+    dh2: Tensor | None = None,
+    d_out: Tensor | None = None,
+    w_out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The gradients with respect to the pre-activations ``(n, 4H)``, the bias (their sum over
-    rows, accumulated in double) and the old ``c``."""
+    rows, accumulated in double) and the old ``c``.
+
+    The gradient reaching ``h`` is ``dh + dh2 + outer(d_out, w_out)`` (each term optional): the
+    next step's, the layer above's, and a linear output's ``d_out`` ``(n,)`` through its
+    weights ``w_out`` ``(H,)``.
+    """
     n, H = c.shape
-    dh = None if dh is None else _rows(dh)
-    dc = None if dc is None else _rows(dc)
+    zeros = torch.zeros(H)
+
+    def rows(t: Tensor | None) -> tuple[Tensor, int]:  # absent: H zeros read with stride 0
+        if t is None:
+            return zeros, 0
+        t = _rows(t)
+        return t, t.stride(0)
+
+    (dh, dh_stride), (dh2, dh2_stride), (dc, dc_stride) = rows(dh), rows(dh2), rows(dc)
     c = _rows(c)
+    if d_out is not None:
+        d_out, w_out = d_out.contiguous(), w_out.contiguous()
     dz, dc_prev, d_bias = torch.empty(n, 4 * H), torch.empty(n, H), torch.empty(4 * H)
     sums = torch.empty(4 * H, dtype=torch.float64)
-    zeros = torch.zeros(H) if dh is None or dc is None else None
     _lib.lstm_backward(
         n,
         H,
-        None if dh is None else dh.data_ptr(),
-        0 if dh is None else dh.stride(0),
-        None if dc is None else dc.data_ptr(),
-        0 if dc is None else dc.stride(0),
+        dh.data_ptr(),
+        dh_stride,
+        dh2.data_ptr(),
+        dh2_stride,
+        None if d_out is None else d_out.data_ptr(),
+        (zeros if w_out is None else w_out).data_ptr(),
+        dc.data_ptr(),
+        dc_stride,
         gates.data_ptr(),
         c.data_ptr(),
         c.stride(0),
@@ -191,7 +218,50 @@ def backward(
         dz.data_ptr(),
         dc_prev.data_ptr(),
         d_bias.data_ptr(),
-        None if zeros is None else zeros.data_ptr(),
         sums.data_ptr(),
     )
     return dz, d_bias, dc_prev
+
+
+def output(h: Tensor, weight: Tensor, bias: Tensor, scale: float, grads: Tensor | None) -> Tensor:
+    """``(h @ weight + bias) · scale`` ``(n,)``, 0 where ``grads`` (when given) is exactly 0."""
+    n, H = h.shape
+    weight = weight.contiguous()
+    grads = None if grads is None else grads.contiguous()
+    out = torch.empty(n)
+    _lib.lstm_output(
+        n,
+        H,
+        h.data_ptr(),
+        weight.data_ptr(),
+        float(bias),
+        scale,
+        None if grads is None else grads.data_ptr(),
+        out.data_ptr(),
+    )
+    return out
+
+
+def output_backward(
+    d_update: Tensor, scale: float, grads: Tensor | None, h: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`output`'s backward: the gradient before the scale ``(n,)`` (0 where masked), and
+    those of the weight ``(H,)`` and the bias ``()`` (sums over rows in double)."""
+    n, H = h.shape
+    d_update = d_update.contiguous()
+    grads = None if grads is None else grads.contiguous()
+    d_out, d_w, d_b = torch.empty(n), torch.empty(H), torch.empty(())
+    sums = torch.empty(H, dtype=torch.float64)
+    _lib.lstm_output_backward(
+        n,
+        H,
+        d_update.data_ptr(),
+        scale,
+        None if grads is None else grads.data_ptr(),
+        h.data_ptr(),
+        d_out.data_ptr(),
+        d_w.data_ptr(),
+        d_b.data_ptr(),
+        sums.data_ptr(),
+    )
+    return d_out, d_w, d_b
