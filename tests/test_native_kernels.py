@@ -11,7 +11,7 @@ import torch
 
 from l2o.config import TrainConfig
 from l2o.meta.train import meta_train
-from l2o.nets import LSTMOptimizer, lstm_update, native
+from l2o.nets import LSTMOptimizer, log_sign, lstm_update, native
 from l2o.nets.lstm_cell import LSTMLayer
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
@@ -185,3 +185,15 @@ def test_fused_stack_double_backward_differentiates_the_eager_step():
         return hv
 
     torch.testing.assert_close(hessian_vector(True), hessian_vector(False), rtol=1e-4, atol=1e-6)
+
+
+@needs_native
+def test_native_log_sign_equals_the_eager_preprocessing():
+    t = math.exp(-10.0)
+    special = [0.0, -0.0, t, -t, 1.01 * t, 0.99 * t, -0.5 * t, 1e-30, 3.0, -2.5, math.inf]
+    grads = torch.cat((torch.tensor(special), torch.randn(500) * 1e-3, torch.tensor([math.nan])))
+    with native.disabled():
+        expected = log_sign(grads)
+    got = log_sign(grads)
+    assert not got.requires_grad and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=2e-7, atol=0, equal_nan=True)

@@ -170,3 +170,15 @@ void lstm_output_backward(int64_t n, int64_t H, const float *d_update, float sca
     for (int64_t k = 0; k < H; k++) d_w[k] = (float)sums[k];
     *d_b = (float)total;
 }
+
+/* The paper's preprocessing of n gradients into (n, 2) features: (log|g| / p, sign g) where
+ * |g| ≥ threshold = e^{−p}, else (−1, e^{p} g). NaN gives (−1, NaN), as the eager path. */
+void log_sign(int64_t n, const float *grads, float threshold, float p, float exp_p,
+              float *out) {
+    for (int64_t j = 0; j < n; j++) {
+        float g = grads[j], magnitude = fabsf(g);
+        int large = magnitude >= threshold;
+        out[2 * j] = large ? logf(magnitude) / p : -1.0f;
+        out[2 * j + 1] = large ? (g > 0.0f ? 1.0f : -1.0f) : g * exp_p;
+    }
+}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -114,6 +115,7 @@ def _load() -> ctypes.CDLL | None:
     f32 = ctypes.c_float
     lib.lstm_output.argtypes = [i64, i64, ptr, ptr, f32, f32, ptr, ptr]
     lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr, ptr]
+    lib.log_sign.argtypes = [i64, ptr, f32, f32, f32, ptr]
     lib.lstm_backward.restype = None
     _lib = lib
     return _lib
@@ -265,3 +267,11 @@ def output_backward(
         sums.data_ptr(),
     )
     return d_out, d_w, d_b
+
+
+def log_sign(grads: Tensor, p: float) -> Tensor:
+    """:func:`l2o.nets.preprocess.log_sign` of a float32 CPU tensor in one loop (no autograd)."""
+    flat = grads.contiguous()
+    out = torch.empty(*grads.shape, 2)
+    _lib.log_sign(flat.numel(), flat.data_ptr(), math.exp(-p), p, math.exp(p), out.data_ptr())
+    return out
