@@ -73,10 +73,11 @@ def test_native_rows_do_not_depend_on_the_batch():
     n, H = 37, 20
     pre, bias = torch.randn(n, 4 * H, generator=g) * 3, torch.randn(4 * H, generator=g)
     c, dh, dc = (torch.randn(n, H, generator=g) for _ in range(3))
+    scale = torch.cat((torch.ones(3 * H), torch.full((H,), 2.0)))
 
     def both(rows: slice):
         gates = pre[rows].clone()
-        h, c_new, tanh_c = native.forward(gates, bias, c[rows])
+        h, c_new, tanh_c = native.forward(gates, bias, scale, c[rows])
         return (h, c_new, *native.backward(dh[rows], dc[rows], gates, c[rows], tanh_c)[::2])
 
     for whole, part in zip(both(slice(None)), both(slice(3, 8))):
@@ -95,7 +96,7 @@ def test_native_sigmoid_is_accurate_and_keeps_nan_and_inf():
     n, H = z.numel(), 1
     gates = torch.zeros(n, 4 * H)
     gates[:, 2] = z  # the output gate
-    native.forward(gates, torch.zeros(4 * H), torch.zeros(n, H))
+    native.forward(gates, torch.zeros(4 * H), torch.ones(4 * H), torch.zeros(n, H))
     expected = torch.sigmoid(z.double())
     got = gates[:, 2].double()
     finite = ~z.isnan()

@@ -45,9 +45,9 @@ class LSTMLayer(torch.autograd.Function):
         xh = torch.cat((x, h), dim=1)
         ctx.x_size = x.shape[1]
         if native.usable(xh, c, weight, bias):
-            # The bias is added in the C loop: addmm would first copy it into every row.
-            gates = xh @ (weight * gate_scale)
-            h_new, c_new, tanh_c = native.forward(gates, bias * gate_scale, c)
+            # Bias and g's doubling in the C loop: addmm would first copy the bias into every row.
+            gates = xh @ weight
+            h_new, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
             ctx.save_for_backward(xh, gates, c, tanh_c, weight)
             return h_new, c_new
         gates = torch.addmm(bias * gate_scale, xh, weight * gate_scale).sigmoid_()
@@ -141,8 +141,8 @@ class LSTMStack(torch.autograd.Function):
             weight, bias = weights[2 * layer], weights[2 * layer + 1]
             gate_scale, _ = _scales(h.shape[1], h)
             xh = torch.cat((inputs, h), dim=1)
-            gates = xh @ (weight * gate_scale)
-            inputs, c_new, tanh_c = native.forward(gates, bias * gate_scale, c)
+            gates = xh @ weight
+            inputs, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
             saved += [xh, gates, c, tanh_c, weight]
             new_state += [inputs, c_new]
         update = native.output(inputs, out_weight, out_bias, scale, grads)

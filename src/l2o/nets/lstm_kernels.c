@@ -15,6 +15,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* a·b + c, fused where the target has FMA (explicitly, so that vector and scalar code agree) */
@@ -62,15 +63,16 @@ static inline float exp_cephes(float x) {
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_cephes(-x)); }
 
-/* gates (n, 4H): in, the pre-activations less the bias (4H); out, σ of them with it. c (n, H)
+/* gates (n, 4H): in, x·W, the pre-activations less the bias (4H); out, σ((x·W + b) · scale),
+ * scale (4H) being 1 for i, f, o and 2 for g (exact: the same as scaling W and b first). c (n, H)
  * with row stride c_stride. Out: c_new, tanh_c, h_new (n, H), contiguous. */
-void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const float *c,
-                  int64_t c_stride, float *c_new, float *tanh_c, float *h_new) {
+void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const float *scale,
+                  const float *c, int64_t c_stride, float *c_new, float *tanh_c, float *h_new) {
     for (int64_t row = 0; row < n; row++) {
         float *restrict g = gates + row * 4 * H;
-        const float *restrict b = bias;
+        const float *restrict b = bias, *restrict m = scale;
 #pragma omp simd
-        for (int64_t j = 0; j < 4 * H; j++) g[j] = sigmoid(g[j] + b[j]);
+        for (int64_t j = 0; j < 4 * H; j++) g[j] = sigmoid((g[j] + b[j]) * m[j]);
     }
     for (int64_t row = 0; row < n; row++) {
         const float *restrict gi = gates + row * 4 * H, *restrict gf = gi + H;
@@ -102,13 +104,12 @@ void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const f
  * layer above hands back (a column slice of its input gradient), and the linear output's
  * share (d_out (n) the gradient of the output, w_out (H) its weights). Each of dh, dh2, dc is
  * read with its row stride; an absent one is H zeros with stride 0; an absent d_out is NULL.
- * sums: 4H doubles of scratch. */
+ */
 void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, const float *dh2,
                    int64_t dh2_stride, const float *d_out, const float *w_out, const float *dc,
                    int64_t dc_stride, const float *gates, const float *c, int64_t c_stride,
-                   const float *tanh_c, float *dz, float *dc_prev, float *d_bias,
-                   double *sums) {
-    for (int64_t j = 0; j < 4 * H; j++) sums[j] = 0.0;
+                   const float *tanh_c, float *dz, float *dc_prev, float *d_bias) {
+    double *sums = calloc(4 * H, sizeof(double));
     for (int64_t row = 0; row < n; row++) {
         const float *restrict gi = gates + row * 4 * H, *restrict gf = gi + H;
         const float *restrict go = gf + H, *restrict gs = go + H;
@@ -136,6 +137,7 @@ void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, con
         for (int64_t j = 0; j < 4 * H; j++) acc[j] += (double)d[j];
     }
     for (int64_t j = 0; j < 4 * H; j++) d_bias[j] = (float)sums[j];
+    free(sums);
 }
 
 /* The linear output: out[r] = (h[r] · w + bias) · scale, or 0 where grads[r] == 0 (grads may
@@ -155,9 +157,8 @@ void lstm_output(int64_t n, int64_t H, const float *h, const float *w, float bia
  * output before the scale; d_w (H) = Σ_r d_out[r] h[r] and d_b = Σ_r d_out[r], in double. */
 void lstm_output_backward(int64_t n, int64_t H, const float *d_update, float scale,
                           const float *grads, const float *h, float *d_out, float *d_w,
-                          float *d_b, double *sums) {
-    double total = 0.0;
-    for (int64_t k = 0; k < H; k++) sums[k] = 0.0;
+                          float *d_b) {
+    double total = 0.0, *sums = calloc(H, sizeof(double));
     for (int64_t row = 0; row < n; row++) {
         float d = grads && grads[row] == 0.0f ? 0.0f : d_update[row] * scale;
         d_out[row] = d;
@@ -169,6 +170,7 @@ void lstm_output_backward(int64_t n, int64_t H, const float *d_update, float sca
     }
     for (int64_t k = 0; k < H; k++) d_w[k] = (float)sums[k];
     *d_b = (float)total;
+    free(sums);
 }
 
 /* The paper's preprocessing of n gradients into (n, 2) features: (log|g| / p, sign g) where

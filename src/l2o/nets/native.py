@@ -108,13 +108,13 @@ def _load() -> ctypes.CDLL | None:
         log.warning("building the LSTM kernels failed, using eager PyTorch: %s", detail.strip())
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.lstm_forward.argtypes = [i64, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr]
+    lib.lstm_forward.argtypes = [i64, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr]
     lib.lstm_forward.restype = None
     lib.lstm_backward.argtypes = [i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, i64]
-    lib.lstm_backward.argtypes += [ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.lstm_backward.argtypes += [ptr, ptr, i64, ptr, ptr, ptr, ptr]
     f32 = ctypes.c_float
     lib.lstm_output.argtypes = [i64, i64, ptr, ptr, f32, f32, ptr, ptr]
-    lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr, ptr]
+    lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr]
     lib.log_sign.argtypes = [i64, ptr, f32, f32, f32, ptr]
     lib.lstm_backward.restype = None
     _lib = lib
@@ -146,21 +146,34 @@ def disabled() -> Iterator[None]:
         _off -= 1
 
 
+_ZEROS: dict[int, Tensor] = {}
+
+
+def _zeros(size: int) -> Tensor:
+    """A cached float32 zero vector (read, never written, by the C loops)."""
+    if size not in _ZEROS:
+        _ZEROS[size] = torch.zeros(size)
+    return _ZEROS[size]
+
+
 def _rows(t: Tensor) -> Tensor:
     """``t`` with unit column stride (a view when it has one already)."""
     return t if t.stride(1) == 1 and t.stride(0) >= t.shape[1] else t.contiguous()
 
 
-def forward(gates: Tensor, bias: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``gates`` (n, 4H, contiguous) ← σ(gates + bias) in place; the new ``(h, c, tanh c)``."""
+def forward(gates: Tensor, bias: Tensor, scale: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``gates`` (n, 4H, contiguous) ← σ((gates + bias) · scale) in place (``scale`` (4H,): 1 for
+    i, f, o and 2 for g); the new ``(h, c, tanh c)``."""
     n, H = c.shape
     c, bias = _rows(c), bias.contiguous()
-    c_new, tanh_c, h_new = (torch.empty(n, H) for _ in range(3))
+    # three tensors, not views of one: they leave as independent outputs and state
+    h_new, c_new, tanh_c = torch.empty(n, H), torch.empty(n, H), torch.empty(n, H)
     _lib.lstm_forward(
         n,
         H,
         gates.data_ptr(),
         bias.data_ptr(),
+        scale.data_ptr(),
         c.data_ptr(),
         c.stride(0),
         c_new.data_ptr(),
@@ -188,7 +201,7 @@ def backward(
     weights ``w_out`` ``(H,)``.
     """
     n, H = c.shape
-    zeros = torch.zeros(H)
+    zeros = _zeros(H)
 
     def rows(t: Tensor | None) -> tuple[Tensor, int]:  # absent: H zeros read with stride 0
         if t is None:
@@ -201,7 +214,6 @@ def backward(
     if d_out is not None:
         d_out, w_out = d_out.contiguous(), w_out.contiguous()
     dz, dc_prev, d_bias = torch.empty(n, 4 * H), torch.empty(n, H), torch.empty(4 * H)
-    sums = torch.empty(4 * H, dtype=torch.float64)
     _lib.lstm_backward(
         n,
         H,
@@ -220,7 +232,6 @@ def backward(
         dz.data_ptr(),
         dc_prev.data_ptr(),
         d_bias.data_ptr(),
-        sums.data_ptr(),
     )
     return dz, d_bias, dc_prev
 
@@ -253,7 +264,6 @@ def output_backward(
     d_update = d_update.contiguous()
     grads = None if grads is None else grads.contiguous()
     d_out, d_w, d_b = torch.empty(n), torch.empty(H), torch.empty(())
-    sums = torch.empty(H, dtype=torch.float64)
     _lib.lstm_output_backward(
         n,
         H,
@@ -264,7 +274,6 @@ def output_backward(
         d_out.data_ptr(),
         d_w.data_ptr(),
         d_b.data_ptr(),
-        sums.data_ptr(),
     )
     return d_out, d_w, d_b
 
