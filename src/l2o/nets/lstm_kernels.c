@@ -38,7 +38,8 @@ static inline float clamp(float x, float lo, float hi) {
 }
 
 static inline float exp_cephes(float x) {
-    x = clamp(x, -88.3762626647949f, 88.3762626647949f);
+    /* clamped so that 2^round(x / ln 2) is a normal float, −126 … 127: e^x from 4e−38 to 2e38 */
+    x = clamp(x, -87.33654475f, 88.02969193f);
     /* round(x / ln 2) by the 1.5·2^23 trick: exact for |t| < 2^22, no rounding-mode call */
     float t = x * 1.44269504088896341f;
     float fx = (t + 12582912.0f) - 12582912.0f;
@@ -51,14 +52,10 @@ static inline float exp_cephes(float x) {
     p = MADD(p, r, 1.6666665459e-1f);
     p = MADD(p, r, 5.0000001201e-1f);
     float y = MADD(p, r * r, r + 1.0f);
-    /* 2^fx, split in two factors so that fx = ±128 (from the clamp) stays in range */
-    int32_t e = (int32_t)fx;
-    int32_t half = e / 2;
-    int32_t b1 = (half + 127) << 23, b2 = (e - half + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return y * s1 * s2;
+    int32_t bits = ((int32_t)fx + 127) << 23; /* 2^fx */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_cephes(-x)); }
