@@ -198,3 +198,36 @@ def test_native_log_sign_equals_the_eager_preprocessing():
     got = log_sign(grads)
     assert not got.requires_grad and got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=2e-7, atol=0, equal_nan=True)
+
+
+@needs_native
+def test_chunked_loops_give_the_same_result_on_any_thread_count(monkeypatch):
+    """Rows run in chunks (on torch's threads): the result does not depend on the threads."""
+    g = torch.Generator().manual_seed(0)
+    n, H = 37, 20
+    pre, bias = torch.randn(n, 4 * H, generator=g) * 3, torch.randn(4 * H, generator=g)
+    c, dh, dc = (torch.randn(n, H, generator=g) for _ in range(3))
+    scale = torch.cat((torch.ones(3 * H), torch.full((H,), 2.0)))
+
+    def both() -> list[torch.Tensor]:
+        gates = pre.clone()
+        h, c_new, tanh_c = native.forward(gates, bias, scale, c)
+        return [h, c_new, *native.backward(dh[:, :], dc, gates, c, tanh_c)]
+
+    whole = both()
+    monkeypatch.setattr(native, "CHUNK", 8)  # five chunks
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            results.append(both())
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    for i, (a, b) in enumerate(zip(whole, results[0])):
+        if i == 3:  # the bias gradient: the chunks' sums are added in another grouping
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+        else:
+            assert torch.equal(a, b)

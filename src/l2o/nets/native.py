@@ -21,7 +21,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,6 +162,27 @@ def _rows(t: Tensor) -> Tensor:
     return t if t.stride(1) == 1 and t.stride(0) >= t.shape[1] else t.contiguous()
 
 
+# Rows per call of a C loop. Chunks run on torch's threads (ctypes lets go of the GIL); the
+# chunking does not depend on the thread count, so neither do the results.
+CHUNK = 4096
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _each_chunk(n: int, call: Callable[[int, int], None]) -> None:
+    """``call(start, stop)`` for every chunk of ``n`` rows, in parallel when torch has threads."""
+    global _pool
+    chunks = [(start, min(n, start + CHUNK)) for start in range(0, n, CHUNK)]
+    threads = min(torch.get_num_threads(), len(chunks))
+    if threads <= 1:
+        for start, stop in chunks:
+            call(start, stop)
+        return
+    if _pool is None or _pool[:2] != (os.getpid(), threads):  # a forked child needs its own
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, "l2o-native"))
+    for future in [_pool[2].submit(call, start, stop) for start, stop in chunks]:
+        future.result()
+
+
 def forward(gates: Tensor, bias: Tensor, scale: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``gates`` (n, 4H, contiguous) ← σ((gates + bias) · scale) in place (``scale`` (4H,): 1 for
     i, f, o and 2 for g); the new ``(h, c, tanh c)``."""
@@ -168,18 +190,31 @@ def forward(gates: Tensor, bias: Tensor, scale: Tensor, c: Tensor) -> tuple[Tens
     c, bias = _rows(c), bias.contiguous()
     # three tensors, not views of one: they leave as independent outputs and state
     h_new, c_new, tanh_c = torch.empty(n, H), torch.empty(n, H), torch.empty(n, H)
-    _lib.lstm_forward(
-        n,
-        H,
+    g, b, m, c_at, c_stride = (
         gates.data_ptr(),
         bias.data_ptr(),
         scale.data_ptr(),
         c.data_ptr(),
         c.stride(0),
-        c_new.data_ptr(),
-        tanh_c.data_ptr(),
-        h_new.data_ptr(),
     )
+    cn, tc, hn = c_new.data_ptr(), tanh_c.data_ptr(), h_new.data_ptr()
+
+    def rows(start: int, stop: int) -> None:
+        at = 4 * start  # bytes per float
+        _lib.lstm_forward(
+            stop - start,
+            H,
+            g + at * 4 * H,
+            b,
+            m,
+            c_at + at * c_stride,
+            c_stride,
+            cn + at * H,
+            tc + at * H,
+            hn + at * H,
+        )
+
+    _each_chunk(n, rows)
     return h_new, c_new, tanh_c
 
 
@@ -203,37 +238,50 @@ def backward(
     n, H = c.shape
     zeros = _zeros(H)
 
-    def rows(t: Tensor | None) -> tuple[Tensor, int]:  # absent: H zeros read with stride 0
+    def rows_of(t: Tensor | None) -> tuple[int, int]:  # absent: H zeros read with stride 0
         if t is None:
-            return zeros, 0
+            return zeros.data_ptr(), 0
         t = _rows(t)
-        return t, t.stride(0)
+        keep.append(t)
+        return t.data_ptr(), t.stride(0)
 
-    (dh, dh_stride), (dh2, dh2_stride), (dc, dc_stride) = rows(dh), rows(dh2), rows(dc)
+    keep: list[Tensor] = []  # contiguous copies made here live until the loops are done
+    (dh_at, dh_s), (dh2_at, dh2_s), (dc_at, dc_s) = rows_of(dh), rows_of(dh2), rows_of(dc)
     c = _rows(c)
     if d_out is not None:
         d_out, w_out = d_out.contiguous(), w_out.contiguous()
-    dz, dc_prev, d_bias = torch.empty(n, 4 * H), torch.empty(n, H), torch.empty(4 * H)
-    _lib.lstm_backward(
-        n,
-        H,
-        dh.data_ptr(),
-        dh_stride,
-        dh2.data_ptr(),
-        dh2_stride,
-        None if d_out is None else d_out.data_ptr(),
-        (zeros if w_out is None else w_out).data_ptr(),
-        dc.data_ptr(),
-        dc_stride,
-        gates.data_ptr(),
-        c.data_ptr(),
-        c.stride(0),
-        tanh_c.data_ptr(),
-        dz.data_ptr(),
-        dc_prev.data_ptr(),
-        d_bias.data_ptr(),
-    )
-    return dz, d_bias, dc_prev
+    d_out_at = None if d_out is None else d_out.data_ptr()
+    w_at = (zeros if w_out is None else w_out).data_ptr()
+    dz, dc_prev = torch.empty(n, 4 * H), torch.empty(n, H)
+    sums = torch.empty((n + CHUNK - 1) // CHUNK, 4 * H, dtype=torch.float64)
+    g, c_at, c_s, tc = gates.data_ptr(), c.data_ptr(), c.stride(0), tanh_c.data_ptr()
+    dz_at, dcp_at, sums_at = dz.data_ptr(), dc_prev.data_ptr(), sums.data_ptr()
+
+    def rows(start: int, stop: int) -> None:
+        at = 4 * start  # bytes per float
+        _lib.lstm_backward(
+            stop - start,
+            H,
+            dh_at + at * dh_s,
+            dh_s,
+            dh2_at + at * dh2_s,
+            dh2_s,
+            None if d_out_at is None else d_out_at + at,
+            w_at,
+            dc_at + at * dc_s,
+            dc_s,
+            g + at * 4 * H,
+            c_at + at * c_s,
+            c_s,
+            tc + at * H,
+            dz_at + at * 4 * H,
+            dcp_at + at * H,
+            sums_at + 8 * 4 * H * (start // CHUNK),
+        )
+
+    _each_chunk(n, rows)
+    # the chunks' sums added in chunk order, whatever the thread count
+    return dz, sums.sum(0).to(torch.float32), dc_prev
 
 
 def output(h: Tensor, weight: Tensor, bias: Tensor, scale: float, grads: Tensor | None) -> Tensor:
