@@ -231,3 +231,20 @@ def test_chunked_loops_give_the_same_result_on_any_thread_count(monkeypatch):
             torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
         else:
             assert torch.equal(a, b)
+
+
+@needs_native
+def test_a_compiler_without_the_x86_64_levels_builds_for_the_baseline(monkeypatch, tmp_path):
+    compiler = tmp_path / "oldcc"
+    compiler.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in -march=*) echo unknown >&2; exit 1;; esac; done\n'
+        f'exec {native._compiler()} "$@"\n'
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_flags", lambda: ["-O3", "-shared", "-fPIC", "-march=future"])
+    monkeypatch.setenv("CC", str(compiler))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert native.available()

@@ -1,7 +1,9 @@
 """The LSTM layer's elementwise loops in C (``lstm_kernels.c``), built on first use.
 
-Meta-training runs the LSTM on a few thousand rows per step, where the eager cell's ~30 small
-kernels per layer cost more than its matmuls. The C loops do that work in one pass each way.
+Meta-training runs the LSTM on a few thousand rows per step, where the eager cell's ~15 small
+kernels per layer and direction cost more than its matmuls. The C loops do that work in one
+pass each way (and the linear output, its zero-gradient mask and the log-sign preprocessing in
+one each); the matmuls stay with torch.
 They are built once per machine with the system's C compiler (``cc``, ``gcc`` or ``clang``;
 no torch headers, well under a second) into a cache folder and loaded with ctypes.
 
@@ -62,9 +64,8 @@ def _cache_dir() -> Path:
     return Path(base) / "l2o" / "kernels"
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, flags: list[str]) -> Path:
     source = SOURCE.read_bytes()
-    flags = _flags()
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
@@ -102,22 +103,30 @@ def _load() -> ctypes.CDLL | None:
     if compiler is None:
         log.info("no C compiler found: the LSTM cell runs on the eager PyTorch path")
         return None
+    flags = _flags()
     try:
-        lib = ctypes.CDLL(str(_build(compiler)))
+        try:
+            lib = ctypes.CDLL(str(_build(compiler, flags)))
+        except subprocess.CalledProcessError:
+            if not flags[-1].startswith("-march"):
+                raise
+            # an older compiler without the x86-64-v3/v4 names: the baseline vector width
+            lib = ctypes.CDLL(str(_build(compiler, flags[:-1])))
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or str(error)
         log.warning("building the LSTM kernels failed, using eager PyTorch: %s", detail.strip())
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.lstm_forward.argtypes = [i64, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr]
-    lib.lstm_forward.restype = None
     lib.lstm_backward.argtypes = [i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, i64]
     lib.lstm_backward.argtypes += [ptr, ptr, i64, ptr, ptr, ptr, ptr]
     f32 = ctypes.c_float
     lib.lstm_output.argtypes = [i64, i64, ptr, ptr, f32, f32, ptr, ptr]
     lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr]
     lib.log_sign.argtypes = [i64, ptr, f32, f32, f32, ptr]
-    lib.lstm_backward.restype = None
+    for name in ("lstm_forward", "lstm_backward", "lstm_output", "lstm_output_backward"):
+        getattr(lib, name).restype = None
+    lib.log_sign.restype = None
     _lib = lib
     return _lib
 
