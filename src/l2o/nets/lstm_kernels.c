@@ -95,7 +95,8 @@ void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const f
 }
 
 /* The gradient with respect to the pre-activations, dz (n, 4H), to the old cell state,
- * dc_prev (n, H), and the column sums of dz (4H, in double, in row order: the bias's gradient).
+ * dc_prev (n, H), and the column sums of dz (4H, in double, in row order: the bias's gradient;
+ * also rounded to float into d_bias unless that is NULL).
  *
  * The gradient reaching h is dh + dh2 + d_out ⊗ w_out: what the next step hands back, what the
  * layer above hands back (a column slice of its input gradient), and the linear output's
@@ -105,7 +106,8 @@ void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const f
 void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, const float *dh2,
                    int64_t dh2_stride, const float *d_out, const float *w_out, const float *dc,
                    int64_t dc_stride, const float *gates, const float *c, int64_t c_stride,
-                   const float *tanh_c, float *dz, float *dc_prev, double *sums) {
+                   const float *tanh_c, float *dz, float *dc_prev, double *sums,
+                   float *d_bias) {
     for (int64_t j = 0; j < 4 * H; j++) sums[j] = 0.0;
     for (int64_t row = 0; row < n; row++) {
         const float *restrict gi = gates + row * 4 * H, *restrict gf = gi + H;
@@ -133,6 +135,8 @@ void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, con
 #pragma omp simd
         for (int64_t j = 0; j < 4 * H; j++) acc[j] += (double)d[j];
     }
+    if (d_bias)
+        for (int64_t j = 0; j < 4 * H; j++) d_bias[j] = (float)sums[j];
 }
 
 /* The linear output: out[r] = (h[r] · w + bias) · scale, or 0 where grads[r] == 0 (grads may

@@ -119,7 +119,7 @@ def _load() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.lstm_forward.argtypes = [i64, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr]
     lib.lstm_backward.argtypes = [i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, i64]
-    lib.lstm_backward.argtypes += [ptr, ptr, i64, ptr, ptr, ptr, ptr]
+    lib.lstm_backward.argtypes += [ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr]
     f32 = ctypes.c_float
     lib.lstm_output.argtypes = [i64, i64, ptr, ptr, f32, f32, ptr, ptr]
     lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr]
@@ -138,11 +138,8 @@ def available() -> bool:
 
 def usable(*tensors: Tensor) -> bool:
     """Whether the C loops apply to these tensors: float32, on the CPU, built and not disabled."""
-    return (
-        not _off
-        and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
-        and available()
-    )
+    f32 = torch.float32
+    return not _off and all(t.dtype is f32 and t.is_cpu for t in tensors) and available()
 
 
 @contextmanager
@@ -180,6 +177,9 @@ _pool: tuple[int, int, ThreadPoolExecutor] | None = None
 def _each_chunk(n: int, call: Callable[[int, int], None]) -> None:
     """``call(start, stop)`` for every chunk of ``n`` rows, in parallel when torch has threads."""
     global _pool
+    if n <= CHUNK:
+        call(0, n)
+        return
     chunks = [(start, min(n, start + CHUNK)) for start in range(0, n, CHUNK)]
     threads = min(torch.get_num_threads(), len(chunks))
     if threads <= 1:
@@ -261,8 +261,10 @@ def backward(
         d_out, w_out = d_out.contiguous(), w_out.contiguous()
     d_out_at = None if d_out is None else d_out.data_ptr()
     w_at = (zeros if w_out is None else w_out).data_ptr()
-    dz, dc_prev = torch.empty(n, 4 * H), torch.empty(n, H)
-    sums = torch.empty((n + CHUNK - 1) // CHUNK, 4 * H, dtype=torch.float64)
+    dz, dc_prev, d_bias = torch.empty(n, 4 * H), torch.empty(n, H), torch.empty(4 * H)
+    chunks = (n + CHUNK - 1) // CHUNK
+    sums = torch.empty(chunks, 4 * H, dtype=torch.float64)
+    d_bias_at = d_bias.data_ptr() if chunks == 1 else None  # else the chunks' sums, added below
     g, c_at, c_s, tc = gates.data_ptr(), c.data_ptr(), c.stride(0), tanh_c.data_ptr()
     dz_at, dcp_at, sums_at = dz.data_ptr(), dc_prev.data_ptr(), sums.data_ptr()
 
@@ -286,11 +288,13 @@ def backward(
             dz_at + at * 4 * H,
             dcp_at + at * H,
             sums_at + 8 * 4 * H * (start // CHUNK),
+            d_bias_at,
         )
 
     _each_chunk(n, rows)
-    # the chunks' sums added in chunk order, whatever the thread count
-    return dz, sums.sum(0).to(torch.float32), dc_prev
+    if chunks > 1:  # the chunks' sums added in chunk order, whatever the thread count
+        d_bias = sums.sum(0).to(torch.float32)
+    return dz, d_bias, dc_prev
 
 
 def output(h: Tensor, weight: Tensor, bias: Tensor, scale: float, grads: Tensor | None) -> Tensor:
