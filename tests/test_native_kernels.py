@@ -248,3 +248,13 @@ def test_a_compiler_without_the_x86_64_levels_builds_for_the_baseline(monkeypatc
     monkeypatch.setenv("CC", str(compiler))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert native.available()
+
+
+@needs_native
+def test_no_coordinates_at_all():
+    net = LSTMOptimizer(seed=0)
+    state = [t.requires_grad_(True) for t in net.init_state(0)]
+    grads = torch.zeros(0)
+    update, new = lstm_update(net.weights(), net.features(grads), tuple(state), 0.1, grads)
+    torch.autograd.backward([update, *new], [torch.zeros(0), *(torch.zeros(0, 20),) * 4])
+    assert update.shape == (0,) and float(net.cell1_bias.grad.abs().sum()) == 0.0

@@ -262,7 +262,7 @@ def backward(
     d_out_at = None if d_out is None else d_out.data_ptr()
     w_at = (zeros if w_out is None else w_out).data_ptr()
     dz, dc_prev, d_bias = torch.empty(n, 4 * H), torch.empty(n, H), torch.empty(4 * H)
-    chunks = (n + CHUNK - 1) // CHUNK
+    chunks = max(1, (n + CHUNK - 1) // CHUNK)  # one row of sums even for no rows
     sums = torch.empty(chunks, 4 * H, dtype=torch.float64)
     d_bias_at = d_bias.data_ptr() if chunks == 1 else None  # else the chunks' sums, added below
     g, c_at, c_s, tc = gates.data_ptr(), c.data_ptr(), c.stride(0), tanh_c.data_ptr()
