@@ -15,17 +15,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from l2o.nets.base import OptimizerNet, State, mask_zero_grads, tensor_norm
+from l2o.nets import native
+from l2o.nets.base import OptimizerNet, State, tensor_norm
 from l2o.nets.features import compute_features, feature_count, state_size
-from l2o.nets.lstm_cell import lstm_layer
+from l2o.nets.lstm_cell import LSTMStack, stack_update
 from l2o.nets.preprocess import preprocess
-from l2o.nets.scalars import scalar
 from l2o.nets.spec import NetSpec
 from l2o.tasks.base import Layout
 
 
 def lstm_update(
-    weights: Mapping[str, Tensor], features: Tensor, state: State, output_scale: float
+    weights: Mapping[str, Tensor],
+    features: Tensor,
+    state: State,
+    output_scale: float,
+    grads: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """One step of the stacked LSTM for n coordinates at once.
 
@@ -35,24 +39,20 @@ def lstm_update(
         features: ``(n, in)`` preprocessed inputs, one row per coordinate.
         state: ``(h, c)`` per layer, each ``(n, H)``.
         output_scale: multiplies the linear output.
+        grads: ``(n,)``; where given, a coordinate whose gradient is exactly 0 gets update 0
+            (it does not move).
 
     Returns:
         The update ``(n,)`` (θ ← θ + update) and the new state.
     """
-    x = features
-    new_state: list[Tensor] = []
-    for layer in range(len(state) // 2):
-        h, c = lstm_layer(
-            x,
-            state[2 * layer],
-            state[2 * layer + 1],
-            weights[f"cell{layer}.weight"],
-            weights[f"cell{layer}.bias"],
-        )
-        new_state += [h, c]
-        x = h
-    out = torch.mv(x, weights["out.weight"]) + weights["out.bias"]
-    return out * scalar(output_scale, out), tuple(new_state)
+    layers = len(state) // 2
+    stacked = [weights[f"cell{i}.{kind}"] for i in range(layers) for kind in ("weight", "bias")]
+    out_weight, out_bias = weights["out.weight"], weights["out.bias"]
+    given = [t for t in (grads, out_weight, out_bias) if t is not None]
+    # float32 on the CPU: one autograd node on the C loops; else layer by layer in PyTorch.
+    step = LSTMStack.apply if native.usable(features, *state, *stacked, *given) else stack_update
+    update, *new_state = step(features, grads, out_weight, out_bias, output_scale, *state, *stacked)
+    return update, tuple(new_state)
 
 
 class LSTMOptimizer(OptimizerNet):
@@ -182,11 +182,9 @@ class LSTMOptimizer(OptimizerNet):
         x, state = self.inputs(grads, state, layout, step)
         skip = 1 if state_size(self.preprocess) else 0
         scale = self.output_scale if lr is None else lr
-        update, lstm_state = lstm_update(self.weights(), x, state[skip:], scale)
-        update = update.view(B, D)
-        if self.spec.skip_zero_grad and grads.dim() == 2:
-            update = mask_zero_grads(update, grads)
-        return update, (*state[:skip], *lstm_state)
+        flat = grads.reshape(B * D) if self.spec.skip_zero_grad and grads.dim() == 2 else None
+        update, lstm_state = lstm_update(self.weights(), x, state[skip:], scale, flat)
+        return update.view(B, D), (*state[:skip], *lstm_state)
 
     def forward(self, grad: Tensor, state: State) -> tuple[Tensor, State]:
         """One step for ``n`` coordinates of one tensor: ``grad`` ``(n, ...)``."""

@@ -7,6 +7,11 @@ of autograd's generic graph (measured in ``benchmarks/meta_throughput.py``); the
 
 Gates are packed ``[i, f, o, g]`` in one ``(in + H, 4H)`` matrix: one matmul per layer. tanh is
 computed as 2σ(2z) − 1, so one sigmoid covers all four gates (tanh is ~3× dearer on CPU).
+
+For float32 on the CPU the elementwise work of each direction runs as one C loop
+(:mod:`l2o.nets.native`, built on first use) instead of ~15 kernels: the same maths to float
+tolerance (tested), deterministic run to run. Without a C compiler, for other dtypes and
+devices, and for double backward, the eager code below runs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from l2o.nets import native
 from l2o.nets.scalars import scalar
 
 _SCALES: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
@@ -37,6 +43,13 @@ class LSTMLayer(torch.autograd.Function):
         H = h.shape[1]
         gate_scale, _ = _scales(H, h)
         xh = torch.cat((x, h), dim=1)
+        ctx.x_size = x.shape[1]
+        if native.usable(xh, c, weight, bias):
+            # Bias and g's doubling in the C loop: addmm would first copy the bias into every row.
+            gates = xh @ weight
+            h_new, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
+            ctx.save_for_backward(xh, gates, c, tanh_c, weight)
+            return h_new, c_new
         gates = torch.addmm(bias * gate_scale, xh, weight * gate_scale).sigmoid_()
         i, f, o, s = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         c_new = torch.addcmul(f * c, i, s, value=2.0).sub_(i)  # f·c + i·(2σ − 1)
@@ -44,12 +57,25 @@ class LSTMLayer(torch.autograd.Function):
         tanh_c = torch.sigmoid(c_new + c_new).mul_(two).sub_(one)  # 2σ(2c) − 1, exactly
         h_new = o * tanh_c
         ctx.save_for_backward(xh, gates, c, tanh_c, weight)
-        ctx.x_size = x.shape[1]
         return h_new, c_new
 
     @staticmethod
     def backward(ctx, dh: Tensor | None, dc: Tensor | None):
         xh, gates, c, tanh_c, weight = ctx.saved_tensors
+        if not torch.is_grad_enabled() and native.usable(gates):  # (no double backward in C)
+            dz, d_bias, dc_prev = native.backward(dh, dc, gates, c, tanh_c)
+            # Only the inputs that need it (the first layer's features are constants, and so
+            # is the state a window starts from): matmuls are now most of the time.
+            need_x, need_h = ctx.needs_input_grad[:2]
+            d_x = d_h = None
+            if need_x and need_h:
+                d_xh = dz @ weight.t()
+                d_x, d_h = d_xh[:, : ctx.x_size], d_xh[:, ctx.x_size :]
+            elif need_h:
+                d_h = dz @ weight[ctx.x_size :].t()
+            elif need_x:
+                d_x = dz @ weight[: ctx.x_size].t()
+            return d_x, d_h, dc_prev, xh.t() @ dz, d_bias
         H = c.shape[1]
         _, deriv_scale = _scales(H, c)
         i, f, o, s = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
@@ -81,3 +107,137 @@ def lstm_layer(
 ) -> tuple[Tensor, Tensor]:
     """One layer step: inputs ``x`` ``(n, in)``, state ``h, c`` ``(n, H)`` → new ``(h, c)``."""
     return LSTMLayer.apply(x, h, c, weight, bias)
+
+
+class LSTMStack(torch.autograd.Function):
+    """The stacked layers and the linear output in one node, on the C loops (float32 CPU).
+
+    ``(update, h0, c0, ...) = LSTMStack.apply(x, grads, out_w, out_b, scale, *state, *weights)``
+    with ``weights`` ``(W0, b0, W1, b1, ...)``: :func:`l2o.nets.lstm_update`'s maths, the
+    update 0 where ``grads`` (``None``: nowhere) is exactly 0. One node instead of one per layer
+    and six for the output and its mask; the backward adds the layer above's gradient and the
+    output's into each layer's C loop instead of in separate kernels. A backward that must be
+    differentiable itself (``create_graph=True``) recomputes the step on the eager path and
+    differentiates that.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        grads: Tensor | None,
+        out_weight: Tensor,
+        out_bias: Tensor,
+        scale: float,
+        *tensors: Tensor,
+    ):
+        layers = len(tensors) // 4
+        state, weights = tensors[: 2 * layers], tensors[2 * layers :]
+        saved: list[Tensor] = []
+        new_state: list[Tensor] = []
+        inputs = x
+        for layer in range(layers):
+            h, c = state[2 * layer], state[2 * layer + 1]
+            weight, bias = weights[2 * layer], weights[2 * layer + 1]
+            gate_scale, _ = _scales(h.shape[1], h)
+            xh = torch.cat((inputs, h), dim=1)
+            gates = xh @ weight
+            inputs, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
+            saved += [xh, gates, c, tanh_c, weight]
+            new_state += [inputs, c_new]
+        update = native.output(inputs, out_weight, out_bias, scale, grads)
+        ctx.save_for_backward(*saved, inputs, x, grads, out_weight, out_bias, *tensors)
+        ctx.scale, ctx.layers = scale, layers
+        return (update, *new_state)
+
+    @staticmethod
+    def backward(ctx, d_update: Tensor | None, *d_state: Tensor | None):
+        layers, needs = ctx.layers, ctx.needs_input_grad
+        saved = ctx.saved_tensors
+        h_top, _, grads, out_weight = saved[5 * layers : 5 * layers + 4]
+        if torch.is_grad_enabled():  # create_graph: differentiate the eager step instead
+            return _differentiable_backward(ctx, (d_update, *d_state))
+        d_out = d_out_weight = d_out_bias = None
+        if d_update is not None:
+            d_out, d_out_weight, d_out_bias = native.output_backward(
+                d_update, ctx.scale, grads, h_top
+            )
+        d_states: list[Tensor | None] = [None] * (2 * layers)
+        d_weights: list[Tensor | None] = [None] * (2 * layers)
+        from_above = None  # the gradient of this layer's h from the layer above
+        for layer in reversed(range(layers)):
+            xh, gates, c, tanh_c, weight = saved[5 * layer : 5 * layer + 5]
+            top = layer == layers - 1
+            dz, d_weights[2 * layer + 1], dc_prev = native.backward(
+                d_state[2 * layer],
+                d_state[2 * layer + 1],
+                gates,
+                c,
+                tanh_c,
+                dh2=from_above,
+                d_out=d_out if top else None,
+                w_out=out_weight if top else None,
+            )
+            d_weights[2 * layer] = xh.t() @ dz
+            x_size = xh.shape[1] - c.shape[1]
+            need_x = layer > 0 or needs[0]
+            need_h = needs[5 + 2 * layer]
+            d_x = d_h = None
+            if need_x and need_h:
+                d_xh = dz @ weight.t()
+                d_x, d_h = d_xh[:, :x_size], d_xh[:, x_size:]
+            elif need_h:
+                d_h = dz @ weight[x_size:].t()
+            elif need_x:
+                d_x = dz @ weight[:x_size].t()
+            d_states[2 * layer] = d_h
+            d_states[2 * layer + 1] = dc_prev if needs[6 + 2 * layer] else None
+            from_above = d_x
+        return (from_above, None, d_out_weight, d_out_bias, None, *d_states, *d_weights)
+
+
+def stack_update(
+    x: Tensor,
+    grads: Tensor | None,
+    out_weight: Tensor,
+    out_bias: Tensor,
+    scale: float,
+    *tensors: Tensor,
+) -> tuple[Tensor, ...]:
+    """:class:`LSTMStack`'s maths on the eager path, layer by layer: ``(update, h0, c0, ...)``."""
+    layers = len(tensors) // 4
+    state, weights = tensors[: 2 * layers], tensors[2 * layers :]
+    new_state: list[Tensor] = []
+    for layer in range(layers):
+        h, c = lstm_layer(
+            x, state[2 * layer], state[2 * layer + 1], weights[2 * layer], weights[2 * layer + 1]
+        )
+        new_state += [h, c]
+        x = h
+    out = torch.mv(x, out_weight) + out_bias
+    update = out * scalar(scale, out)
+    if grads is not None:  # coordinates with a zero gradient do not move
+        update = torch.where(grads == 0, update.new_zeros(()), update)
+    return (update, *new_state)
+
+
+def _differentiable_backward(ctx, d_outputs: tuple[Tensor | None, ...]) -> tuple:
+    """The step recomputed on the eager path and differentiated with a graph (double backward)."""
+    layers, needs = ctx.layers, ctx.needs_input_grad
+    x, grads, out_weight, out_bias, *tensors = ctx.saved_tensors[5 * layers + 1 :]
+    inputs = (x, grads, out_weight, out_bias, None, *tensors)
+    with native.disabled():
+        outputs = stack_update(x, grads, out_weight, out_bias, ctx.scale, *tensors)
+    wanted = [i for i, need in enumerate(needs) if need]
+    pairs = [(o, d) for o, d in zip(outputs, d_outputs) if d is not None and o.requires_grad]
+    found = torch.autograd.grad(
+        [o for o, _ in pairs],
+        [inputs[i] for i in wanted],
+        [d for _, d in pairs],
+        create_graph=True,
+        allow_unused=True,
+    )
+    result: list[Tensor | None] = [None] * len(inputs)
+    for i, g in zip(wanted, found):
+        result[i] = g
+    return tuple(result)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from l2o.nets import native
 from l2o.nets.scalars import scalar
 
 
@@ -20,6 +21,8 @@ def log_sign(grad: Tensor, p: float = 10.0) -> Tensor:
         >>> log_sign(torch.tensor([1.0, 0.0])).tolist()
         [[0.0, 1.0], [-1.0, 0.0]]
     """
+    if not grad.requires_grad and native.usable(grad):  # one C loop instead of ten kernels
+        return native.log_sign(grad, p)
     threshold = math.exp(-p)
     magnitude = grad.abs()
     large = magnitude >= scalar(threshold, grad)
