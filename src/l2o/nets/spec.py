@@ -77,14 +77,7 @@ class NetSpec:
         _positive(self, "logit_scale")
         _number(self, "step_alpha")
         _number(self, "trim")
-        for key in (
-            "nominal",
-            "update_norm",
-            "param_scale",
-            "grad_scale",
-            "progress_feature",
-            "skip_zero_grad",
-        ):
+        for key in _BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
         if self.preprocess not in FEATURE_SETS:
@@ -115,6 +108,7 @@ class NetSpec:
 
 NET_KEYS = tuple(f.name for f in dataclasses.fields(NetSpec))
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(NetSpec)}
+_BOOL_KEYS = tuple(name for name, kind in _FIELD_TYPES.items() if kind in ("bool", bool))
 _BASE_DEFAULTS: dict[str, Any] = {
     "hidden_size": 20,
     "layers": 2,
