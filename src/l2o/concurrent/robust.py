@@ -311,18 +311,16 @@ def gate_examples(
     what :func:`~l2o.concurrent.scoring.fit_gates` fits the gates on.
     """
     batch = cset.sample("train", list(range(config.fit_instances * len(cset.combos))))
-    theta = batch.init_params()
-    state = (torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(()))
-    ctx = Context(honest=batch.honest)
     stats, ok = [], []
+
+    def recording_oracle(grads: Tensor, ctx: Context) -> Tensor:
+        s, o = source_statistics(grads)
+        stats.append(s)
+        ok.append(o)
+        return aggregate("oracle", grads, ctx)
+
     with torch.no_grad():
-        for step in range(config.steps):
-            _, grads = batch.grads(theta, step)
-            s, o = source_statistics(grads)
-            stats.append(s)
-            ok.append(o)
-            update, state = adam_step(aggregate("oracle", grads, ctx), state, lr)
-            theta = theta + update
+        run_rule(batch, recording_oracle, 0, lr, config.steps)
     return torch.cat(stats), torch.cat(ok), (~batch.honest).repeat(config.steps, 1)
 
 

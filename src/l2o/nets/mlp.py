@@ -36,7 +36,6 @@ from l2o.nets.base import OptimizerNet, State, mask_zero_grads, tensor_norm
 from l2o.nets.features import (
     TIME_SCALES,
     TINY,
-    TensorNorm,
     adam_direction,
     compute_features,
     feature_count,
@@ -172,8 +171,12 @@ class MLPOptimizer(OptimizerNet):
         acc = state[0].view(B, D, size) if size else None
         norm = tensor_norm(layout, D, grads.device)
         x, acc = compute_features(spec.preprocess, grads, acc, norm, step, spec.preprocess_p)
+        # RMS of each tensor's m̂_0.9: the scale of grad_scale's steps, the numerator of ρ
+        momentum_rms = None
+        if spec.grad_scale or spec.progress_feature:
+            momentum_rms = norm.rms(acc[..., 1:2] / (1.0 - MOMENTUM_BETA ** (step + 1)))
         if spec.progress_feature:
-            progress, peak = gradient_progress(acc, state[1].view(B, D, 1), norm, step)
+            progress, peak = gradient_progress(momentum_rms, state[1].view(B, D, 1))
             x = torch.cat((x, progress), -1)
         lr = self.output_scale if lr is None else lr
         w = self.weights()
@@ -190,8 +193,7 @@ class MLPOptimizer(OptimizerNet):
             scale = norm.rms(params.detach().unsqueeze(-1)).squeeze(-1)
             update = update * scale.clamp_min(PARAM_SCALE_FLOOR)
         if spec.grad_scale:
-            momentum = acc[..., 1:2] / (1.0 - MOMENTUM_BETA ** (step + 1))
-            update = update * norm.rms(momentum).squeeze(-1)
+            update = update * momentum_rms.squeeze(-1)
         if spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
         new_state = (acc.reshape(B * D, size),) if size else ()
@@ -200,16 +202,13 @@ class MLPOptimizer(OptimizerNet):
         return update, new_state
 
 
-def gradient_progress(
-    acc: Tensor, peak: Tensor, norm: TensorNorm, step: int
-) -> tuple[Tensor, Tensor]:
-    """The progress feature 0.1·log ρ ``(B, D, 1)`` (ρ = RMS(m̂_0.9) / its running maximum, per
-    instance and tensor) and the new maximum (kept per coordinate, each holding its tensor's).
+def gradient_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:
+    """The progress feature 0.1·log ρ ``(B, D, 1)`` (ρ = ``current`` / its running maximum,
+    ``current`` the RMS of each tensor's m̂_0.9, broadcast to its coordinates) and the new maximum
+    (kept per coordinate, each holding its tensor's).
 
     A constant for autograd, like the normalisers of the other features.
     """
-    momentum = acc[..., 1:2] / (1.0 - MOMENTUM_BETA ** (step + 1))
-    current = norm.rms(momentum)
     peak = torch.maximum(peak.detach(), current)
     ratio = current / (peak + TINY)
     return ratio.clamp_min(TINY).log_().mul_(PROGRESS_SCALE).clamp_min_(PROGRESS_FLOOR), peak
