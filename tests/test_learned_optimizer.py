@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 import l2o
 from l2o.meta.unroll import run_learned, task_observer
+from l2o.nets import spec as spec_module
 from l2o.tasks import get_task
 
 
@@ -204,6 +205,8 @@ def test_not_a_learned_network_is_rejected() -> None:
 class _TwoGradientNet(l2o.LSTMOptimizer):
     """Stands in for a concurrent optimizer: inputs of two gradients per coordinate."""
 
+    kind = "test-two-gradient"
+
     def input_size(self) -> int:
         return 4
 
@@ -211,7 +214,10 @@ class _TwoGradientNet(l2o.LSTMOptimizer):
         return torch.cat([super().features(grad[:, 0]), super().features(grad[:, 1])], 1)
 
 
-def test_multi_gradient_network_is_rejected() -> None:
+def test_multi_gradient_network_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spec_module, "_KINDS", dict(spec_module._KINDS))  # registered here only
+    keys = ("hidden_size", "layers", "output_scale", "preprocess", "preprocess_p", "k")
+    spec_module.register_net("test-two-gradient", _TwoGradientNet.from_spec, keys=keys)
     with pytest.raises(l2o.L2OError, match="single-gradient"):
         l2o.LearnedOptimizer([nn.Parameter(torch.zeros(1))], _TwoGradientNet(seed=0, k=2))
 

@@ -4,6 +4,7 @@ resuming, the features it reads, and the update rules it promises."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -26,6 +27,8 @@ KINDS = {
     "mlp-relative": {"optimizer": "mlp", "param_scale": True},
     "mlp-gradient-units": {"optimizer": "mlp", "grad_scale": True},
     "mlp-progress": {"optimizer": "mlp", "progress_feature": True},
+    "mlp-agreement": {"optimizer": "mlp", "agreement_feature": True},
+    "mlp-adapt-step": {"optimizer": "mlp", "adapt_step": True},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -58,7 +61,9 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
     for bad, match in [
         ({"optimizer": "mlp", "hidden_size": 0}, "hidden_size"),
         ({"optimizer": "mlp", "step_alpha": float("nan")}, "step_alpha"),
-        ({"optimizer": "lstm", "nominal": True}, "nominal"),
+        ({"optimizer": "lstm", "nominal": True}, "nominal = true does nothing for .*mlp"),
+        ({"optimizer": "lstm", "preprocess": "adam", "progress_feature": True}, "read by: mlp"),
+        ({"optimizer": "mlp", "k": 3}, "k = 3 does nothing .*concurrent-softmax"),
         ({"optimizer": "mlp", "nominal": "yes"}, "nominal"),
         ({"optimizer": "lstm", "preprocess": "adamw"}, "preprocess"),
     ]:
@@ -244,6 +249,74 @@ def test_progress_feature_is_how_far_momentum_fell_and_is_scale_free() -> None:
         torch.testing.assert_close(updates[step][:, :12], plain[step][:, :12] * rms / peak)
     assert (rms / peak < 1e-2).all()  # the steps did shrink, by as much as momentum fell
     torch.testing.assert_close(updates[-1][:, 12:], plain[-1][:, 12:])  # steady: ρ = 1
+
+
+def test_agreement_feature_is_the_cosine_of_the_last_step_with_the_new_descent_direction() -> None:
+    """The two extra inputs are cos(−g_t, u_{t−1}) per tensor and its EMA (β = 0.9): positive
+    while the gradient keeps its direction, negative when every step overshoots (the gradient
+    flips), and unchanged when the loss is rescaled."""
+    net = build_net({"optimizer": "mlp", "agreement_feature": True}, seed=0)
+    layout = ((3, 4), (4,))
+    base = torch.randn(2, 16).abs() + 0.1
+    flips = torch.zeros(16, dtype=torch.bool)
+    flips[12:] = True  # the second tensor's gradient changes sign every step
+
+    def run(scale: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        state, seen = net.init_state(32), []
+        for step in range(30):
+            grads = scale * torch.where(flips, base * (-1) ** step, base)
+            update, state = net.step(grads, state, layout, step)
+            seen.append((update, state[-1].view(2, 16)))  # the step and the EMA it read
+        return seen
+
+    seen, rescaled = run(1.0), run(1e-4)
+    average = seen[-1][1]
+    assert (average[:, :12] > 0.5).all() and (average[:, 12:] < -0.5).all()
+    for (_, a), (_, b) in zip(seen, rescaled):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # By hand, first tensor, step 1: EMA = 0.1 · cos(−g_1, u_0) (0 before any step).
+    u0, g1 = seen[0][0][:, :12], base[:, :12]
+    cosine = (-g1 * u0).mean(1) / (g1.square().mean(1).sqrt() * u0.square().mean(1).sqrt())
+    torch.testing.assert_close(seen[1][1][:, :12], (0.1 * cosine).unsqueeze(1).expand(2, 12))
+
+
+def test_adapt_step_integrates_a_per_tensor_log_step_the_meta_gradient_reaches() -> None:
+    """With ``adapt_step`` the step is × exp(s), s per tensor moving by 0.1·tanh(mean of the
+    net's third output) a step within ±10, and the meta-gradient reaches the weights that move s
+    through later steps."""
+    net = build_net({"optimizer": "mlp", "adapt_step": True}, seed=0)
+    plain = build_net({"optimizer": "mlp", "adapt_step": True}, seed=0)
+    with torch.no_grad():
+        net.out_bias[2] = 100.0  # tanh saturates: s rises by exactly 0.1 a step
+        net.out_weight[:, 2].zero_()
+        plain.load_state_dict(net.state_dict())
+        plain.out_bias[2] = 0.0
+    layout = ((3, 4), (4,))
+    grads = torch.randn(2, 16)
+    state, reference = net.init_state(32), plain.init_state(32)
+    for step in range(120):
+        update, state = net.step(grads, state, layout, step)
+        base, reference = plain.step(grads, reference, layout, step)
+        expected = min(0.1 * (step + 1), 10.0)
+        torch.testing.assert_close(state[-1], torch.full((32, 1), expected), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(update, base * math.exp(expected), rtol=1e-4, atol=1e-6)
+    weight = net.out_weight
+    state = net.init_state(32)
+    total = torch.zeros(())
+    for step in range(3):
+        update, state = net.step(grads, state, layout, step)
+        total = total + update.square().sum()
+    total.backward()
+    assert weight.grad is not None and weight.grad[:, 2].abs().sum() == 0  # saturated tanh
+    with torch.no_grad():
+        net.out_bias[2] = 0.0
+    net.zero_grad()
+    state, total = net.init_state(32), torch.zeros(())
+    for step in range(3):
+        update, state = net.step(grads, state, layout, step)
+        total = total + update.square().sum()
+    total.backward()
+    assert net.out_bias.grad[2].abs() > 0  # s is learned through the steps it scales
 
 
 def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:

@@ -44,6 +44,8 @@ KINDS = {
     "mlp-relative": {"optimizer": "mlp", "param_scale": True},
     "mlp-gradient-units": {"optimizer": "mlp", "grad_scale": True},
     "mlp-progress": {"optimizer": "mlp", "progress_feature": True},
+    "mlp-agreement": {"optimizer": "mlp", "agreement_feature": True},
+    "mlp-adapt-step": {"optimizer": "mlp", "adapt_step": True},
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

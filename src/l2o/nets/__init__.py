@@ -59,6 +59,8 @@ register_net(
         "param_scale",
         "grad_scale",
         "progress_feature",
+        "agreement_feature",
+        "adapt_step",
         "skip_zero_grad",
     ),
     defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},

@@ -77,6 +77,14 @@ class TensorNorm:
     def normalise(self, x: Tensor) -> Tensor:
         return x / self.rms(x)
 
+    def mean(self, x: Tensor) -> Tensor:
+        """Mean of ``x`` ``(B, D, F)`` per instance, tensor and feature, broadcastable to ``x``
+        (differentiable, unlike :meth:`rms`)."""
+        if len(self.sizes) == 1:
+            return x.mean(1, keepdim=True)
+        parts = torch.cat([part.mean(1, keepdim=True) for part in x.split(self.sizes, 1)], 1)
+        return parts.repeat_interleave(self.lengths, dim=1, output_size=x.shape[1])
+
 
 def compute_features(
     name: str, grad: Tensor, acc: Tensor | None, norm: TensorNorm, step: int, p: float = 10.0

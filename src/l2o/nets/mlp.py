@@ -20,8 +20,17 @@ noise floor set by ``lr``); ``lr`` is then a learning rate in the sense of SGD's
 path starts as −m_0.9/RMS(m_0.9), so an untrained net is momentum SGD (EMA form, no bias
 correction of its direction beyond the scale's).
 
+``progress_feature`` adds the input 0.1·log ρ (ρ: RMS(m̂_0.9) ÷ its running peak, per tensor),
+so the net can tell a run that has fallen by orders of magnitude from one that has just started.
+``agreement_feature`` adds cos(−g_t, u_{t−1}) per tensor and its EMA: whether the last step
+undershot (+) or overshot (−), the hypergradient of the step size. ``adapt_step`` gives the net
+memory of its step size: a per-tensor log step s it moves by ≤ 0.1 a step (a third output,
+averaged over the tensor), and the update is × e^s, so it can settle on each instance's
+curvature.
+
 State per coordinate: the 5 feature accumulators (m at 4 timescales, v): 20 bytes, against
-Adam's 8 (and the running maximum ρ divides by, with ``progress_feature``: 24 bytes).
+Adam's 8; one more float with ``progress_feature`` (ρ's running peak), two with
+``agreement_feature`` (the last update, the EMA) and one with ``adapt_step`` (s).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from l2o.nets.base import OptimizerNet, State, mask_zero_grads, tensor_norm
 from l2o.nets.features import (
     TIME_SCALES,
     TINY,
+    TensorNorm,
     adam_direction,
     compute_features,
     feature_count,
@@ -52,25 +62,21 @@ MOMENTUM_BETA = 0.9  # the accumulator grad_scale measures (index 1 of the adam 
 MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input cannot explode a step
 PROGRESS_SCALE = 0.1  # log ρ enters as 0.1·log ρ: O(1) over the first decades of descent
 PROGRESS_FLOOR = -5.0  # ... and no lower than −5 (ρ = e⁻⁵⁰; 0 for a tensor with no gradient yet)
+AGREEMENT_BETA = 0.9  # the EMA of the agreement the net also reads
+STEP_CHANGE = 0.1  # adapt_step: the log step size moves by at most this much per step ...
+LOG_STEP_LIMIT = 10.0  # ... and stays within e^±10 of lr
 
 
-def mlp_update(
-    weights: Mapping[str, Tensor],
-    x: Tensor,
-    time: Tensor,
-    lr: float,
-    alpha: float,
-) -> Tensor:
-    """The learned step ``(n,)`` from features ``x`` ``(n, F)`` and time features ``(T,)``.
+def mlp_outputs(weights: Mapping[str, Tensor], x: Tensor, time: Tensor) -> Tensor:
+    """The MLP's raw outputs ``(n, C)`` from features ``x`` ``(n, F)`` and time features ``(T,)``:
+    direction, log-magnitude and, with ``adapt_step``, the change of the log step size.
 
     Args:
         weights: ``in.weight`` ``(F, H)``, ``in.bias`` ``(H,)``, ``time.weight`` ``(T, H)``,
             ``hidden{i}.weight`` ``(H, H)`` and ``hidden{i}.bias`` for the other hidden layers,
-            ``out.weight`` ``(H, 2)``, ``skip.weight`` ``(F, 2)``, ``out.bias`` ``(2,)``.
+            ``out.weight`` ``(H, C)``, ``skip.weight`` ``(F, C)``, ``out.bias`` ``(C,)``.
         x: per-coordinate features.
         time: time features of this step (:func:`l2o.nets.features.time_features`).
-        lr: the step size.
-        alpha: scale of the log-magnitude output.
     """
     H = weights["in.bias"].shape[0]
     # one matmul for the first layer and the linear skip path: x @ [in.weight | skip.weight]
@@ -83,8 +89,22 @@ def mlp_update(
         h = torch.addmm(weights[f"hidden{layer}.bias"], h, weights[f"hidden{layer}.weight"])
         h = h.relu_()
         layer += 1
-    out = torch.addmm(skip, h, weights["out.weight"])
-    direction, magnitude = out.unbind(-1)
+    return torch.addmm(skip, h, weights["out.weight"])
+
+
+def mlp_update(
+    weights: Mapping[str, Tensor],
+    x: Tensor,
+    time: Tensor,
+    lr: float,
+    alpha: float,
+) -> Tensor:
+    """The learned step ``(n,)``: ``lr · d · exp(alpha · m)`` from :func:`mlp_outputs`."""
+    return step_from_outputs(mlp_outputs(weights, x, time), lr, alpha)
+
+
+def step_from_outputs(out: Tensor, lr: float | Tensor, alpha: float) -> Tensor:
+    direction, magnitude = out[:, 0], out[:, 1]
     return direction * torch.exp((alpha * magnitude).clamp(max=MAX_LOG_SCALE)) * lr
 
 
@@ -108,6 +128,7 @@ class MLPOptimizer(OptimizerNet):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         F, H, T = feature_count(spec.preprocess), spec.hidden_size, len(TIME_SCALES)
         F += int(spec.progress_feature)  # log ρ, after the feature set's own
+        F += 2 * int(spec.agreement_feature)  # cos(−g, last update) and its EMA, after that
 
         def uniform(*shape: int, fan_in: int) -> nn.Parameter:
             bound = 1.0 / fan_in**0.5
@@ -120,9 +141,10 @@ class MLPOptimizer(OptimizerNet):
             setattr(self, f"hidden{i}_weight", uniform(H, H, fan_in=H))
             setattr(self, f"hidden{i}_bias", nn.Parameter(torch.zeros(H)))
         # The MLP's own output starts small, the skip path as Adam's direction (see the module).
-        self.out_weight = nn.Parameter(uniform(H, 2, fan_in=H).detach() * 0.01)
-        self.out_bias = nn.Parameter(torch.zeros(2))
-        skip = torch.zeros(F, 2)
+        C = 2 + int(spec.adapt_step)  # direction, log-magnitude (, change of the log step)
+        self.out_weight = nn.Parameter(uniform(H, C, fan_in=H).detach() * 0.01)
+        self.out_bias = nn.Parameter(torch.zeros(C))
+        skip = torch.zeros(F, C)
         if spec.preprocess == "adam" and spec.grad_scale:
             skip[MOMENTUM_FEATURE, 0] = -1.0  # × RMS(m̂): momentum SGD, m̂ per coordinate
         elif spec.preprocess == "adam" and not spec.nominal:
@@ -149,12 +171,16 @@ class MLPOptimizer(OptimizerNet):
 
     def state_names(self) -> tuple[str, ...]:
         names = ("features",) if state_size(self.spec.preprocess) else ()
-        return (*names, "grad_peak") if self.spec.progress_feature else names
+        names = (*names, "grad_peak") if self.spec.progress_feature else names
+        names = (*names, "last_update", "agreement") if self.spec.agreement_feature else names
+        return (*names, "log_step") if self.spec.adapt_step else names
 
     def state_widths(self) -> tuple[int, ...]:
         size = state_size(self.spec.preprocess)
         widths = (size,) if size else ()
-        return (*widths, 1) if self.spec.progress_feature else widths
+        widths = (*widths, 1) if self.spec.progress_feature else widths
+        widths = (*widths, 1, 1) if self.spec.agreement_feature else widths
+        return (*widths, 1) if self.spec.adapt_step else widths
 
     def step(
         self,
@@ -175,13 +201,24 @@ class MLPOptimizer(OptimizerNet):
         momentum_rms = None
         if spec.grad_scale or spec.progress_feature:
             momentum_rms = norm.rms(acc[..., 1:2] / (1.0 - MOMENTUM_BETA ** (step + 1)))
+        log_step = state[-1].view(B, D, 1) if spec.adapt_step else None
+        extra = len(state) - 2 * int(spec.agreement_feature) - int(spec.adapt_step)
         if spec.progress_feature:
-            progress, peak = gradient_progress(momentum_rms, state[1].view(B, D, 1))
+            progress, peak = gradient_progress(momentum_rms, state[extra - 1].view(B, D, 1))
             x = torch.cat((x, progress), -1)
+        if spec.agreement_feature:
+            last, average = state[extra].view(B, D, 1), state[extra + 1].view(B, D, 1)
+            cosine, average = step_agreement(grads.unsqueeze(-1), last, average, norm)
+            x = torch.cat((x, cosine, average), -1)
         lr = self.output_scale if lr is None else lr
         w = self.weights()
-        update = mlp_update(w, x.reshape(B * D, -1), time_features(step, x), lr, spec.step_alpha)
-        update = update.view(B, D)
+        out = mlp_outputs(w, x.reshape(B * D, -1), time_features(step, x))
+        if log_step is not None:
+            log_step = adapted_log_step(log_step, out[:, 2].view(B, D, 1), norm)
+            update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
+            update = update * log_step.squeeze(-1).exp()
+        else:
+            update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
         if spec.nominal:
             update = update - lr * adam_direction(acc, step)
         if spec.update_norm:
@@ -199,7 +236,39 @@ class MLPOptimizer(OptimizerNet):
         new_state = (acc.reshape(B * D, size),) if size else ()
         if spec.progress_feature:
             new_state = (*new_state, peak.reshape(B * D, 1))
+        if spec.agreement_feature:
+            new_state = (*new_state, update.detach().reshape(B * D, 1), average.reshape(B * D, 1))
+        if log_step is not None:
+            new_state = (*new_state, log_step.reshape(B * D, 1))
         return update, new_state
+
+
+def adapted_log_step(log_step: Tensor, change: Tensor, norm: TensorNorm) -> Tensor:
+    """The new per-tensor log step size ``(B, D, 1)``: the old one moved by
+    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within ±``LOG_STEP_LIMIT``.
+
+    The net integrates its own step size, as a hypergradient method does (Baydin et al. 2018),
+    so it can settle on each instance's curvature instead of a step fixed by its lr.
+    """
+    moved = log_step + STEP_CHANGE * torch.tanh(norm.mean(change))
+    return moved.clamp(-LOG_STEP_LIMIT, LOG_STEP_LIMIT)
+
+
+def step_agreement(
+    grad: Tensor, last_update: Tensor, average: Tensor, norm: TensorNorm
+) -> tuple[Tensor, Tensor]:
+    """cos(−g_t, u_{t−1}) per (instance, tensor) ``(B, D, 1)`` and its EMA (β = 0.9).
+
+    +1: the last step went straight down the new gradient (it could have been longer); −1: it
+    overshot. This is the hypergradient of the step size (Baydin et al. 2018), scale free, so a
+    net without memory can still adapt its step to each instance's curvature. 0 before the
+    first step. A constant for autograd, like the other normalisers.
+    """
+    grad, last_update = grad.detach(), last_update.detach()
+    dot = norm.mean(-grad * last_update)
+    cosine = (dot / (norm.rms(grad) * norm.rms(last_update))).expand_as(grad)
+    average = torch.lerp(cosine, average.detach(), AGREEMENT_BETA)
+    return cosine, average
 
 
 def gradient_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class NetSpec:
     param_scale: bool = False  # × max(1e-3, RMS of the tensor's parameters): a relative step
     grad_scale: bool = False  # × RMS of the tensor's momentum m̂_0.9: steps in gradient units
     progress_feature: bool = False  # also read log(RMS(m̂_0.9) / its peak): how far g has fallen
+    agreement_feature: bool = False  # also read cos(−g_t, last update) per tensor and its EMA
+    adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -86,7 +89,16 @@ class NetSpec:
             )
         if not 0 <= self.trim < 0.5:
             raise L2OError(f"trim must be in [0, 0.5), got {self.trim}")
-        for key in ("nominal", "grad_scale", "progress_feature"):
+        for key, default in _FIXED_DEFAULTS.items():
+            if key not in kind.keys and getattr(self, key) != default:
+                _kind("concurrent-")  # registers the combiners, so the message can name them
+                readers = [name for name, other in _KINDS.items() if key in other.keys]
+                raise L2OError(
+                    f"{key} = {json.dumps(getattr(self, key))} does nothing for optimizer = "
+                    f"{self.optimizer!r} (read by: {', '.join(readers) or 'no kind'}); remove it "
+                    "or choose one of those kinds"
+                )
+        for key in ("nominal", "grad_scale", "progress_feature", "agreement_feature"):
             if getattr(self, key) and self.preprocess != "adam":
                 raise L2OError(f"{key} = true needs preprocess = 'adam' (it reuses its moments)")
 
@@ -116,6 +128,12 @@ _BASE_DEFAULTS: dict[str, Any] = {
     "preprocess": "log_sign",
 }
 _KIND_DEFAULTED = tuple(_BASE_DEFAULTS)
+# keys with a fixed default: set to anything else on a kind that ignores them, they are an error
+_FIXED_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(NetSpec)
+    if f.default is not None and f.name != "optimizer"
+}
 
 
 def spec_from_dict(values: Mapping[str, Any]) -> NetSpec:
