@@ -20,7 +20,7 @@ Example:
     >>> grads = torch.randn(2, 5, 3)  # (B, D, K)
     >>> update, state = net(net.pack(grads, torch.ones(2, 3), None).flatten(0, 1),
     ...                     net.init_state(10))
-    >>> tuple(update.shape), float(net.mixing().sum())
+    >>> tuple(update.shape), float(net.mixing().sum().detach())
     ((10,), 1.0)
 """
 
