@@ -29,6 +29,7 @@ KINDS = {
     "mlp-progress": {"optimizer": "mlp", "progress_feature": True},
     "mlp-agreement": {"optimizer": "mlp", "agreement_feature": True},
     "mlp-adapt-step": {"optimizer": "mlp", "adapt_step": True},
+    "rnnprop-adapt-step": {"optimizer": "rnnprop", "adapt_step": True},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }

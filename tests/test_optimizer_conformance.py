@@ -46,6 +46,7 @@ KINDS = {
     "mlp-progress": {"optimizer": "mlp", "progress_feature": True},
     "mlp-agreement": {"optimizer": "mlp", "agreement_feature": True},
     "mlp-adapt-step": {"optimizer": "mlp", "adapt_step": True},
+    "rnnprop-adapt-step": {"optimizer": "rnnprop", "adapt_step": True},
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

@@ -5,6 +5,9 @@ dense layer with ELU, the stacked coordinatewise LSTM, and a bounded output
 ``output_scale · tanh(linear(h))``: no step is ever larger than ``output_scale``.
 
 State per coordinate: 2 accumulators (m, v) and ``h, c`` per layer (82 floats for 2×20).
+``adapt_step = true`` adds a second head: the change of a per-tensor log step s the update is
+multiplied by (one more float), so the bounded step can shrink by orders of magnitude as a run
+converges instead of stalling at a floor set by ``output_scale``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from l2o.nets.base import State, mask_zero_grads
+from l2o.nets.base import State, mask_zero_grads, tensor_norm
 from l2o.nets.features import feature_count
 from l2o.nets.lstm import LSTMOptimizer
 from l2o.nets.lstm_cell import lstm_layer
+from l2o.nets.mlp import adapted_log_step
 from l2o.tasks.base import Layout
 
 
@@ -40,16 +44,32 @@ class RNNpropOptimizer(LSTMOptimizer):
             torch.empty(F, H).uniform_(-bound, bound, generator=generator)
         )
         self.dense_bias = nn.Parameter(torch.zeros(H))
+        if self.spec.adapt_step:  # the change of the log step size: starts near 0
+            self.step_weight = nn.Parameter(
+                torch.empty(H).uniform_(-0.01 / H**0.5, 0.01 / H**0.5, generator=generator)
+            )
+            self.step_bias = nn.Parameter(torch.zeros(()))
 
     def input_size(self) -> int:
         return self.hidden_size  # the LSTM reads the dense layer's output
 
     def weights(self) -> dict[str, Tensor]:
-        return {
+        named = {
             **super().weights(),
             "dense.weight": self.dense_weight,
             "dense.bias": self.dense_bias,
         }
+        if self.spec.adapt_step:
+            named.update({"step.weight": self.step_weight, "step.bias": self.step_bias})
+        return named
+
+    def state_names(self) -> tuple[str, ...]:
+        names = super().state_names()
+        return (*names, "log_step") if self.spec.adapt_step else names
+
+    def state_widths(self) -> tuple[int, ...]:
+        widths = super().state_widths()
+        return (*widths, 1) if self.spec.adapt_step else widths
 
     def step(
         self,
@@ -61,7 +81,8 @@ class RNNpropOptimizer(LSTMOptimizer):
     ) -> tuple[Tensor, State]:
         B, D = grads.shape
         x, state = self.inputs(grads, state, layout, step)
-        skip = len(state) - 2 * self.layers  # feature accumulators come first
+        adapt = int(self.spec.adapt_step)
+        skip = len(state) - 2 * self.layers - adapt  # feature accumulators come first
         x = nn.functional.elu(torch.addmm(self.dense_bias, x, self.dense_weight))
         new_state: list[Tensor] = []
         for layer in range(self.layers):
@@ -76,6 +97,12 @@ class RNNpropOptimizer(LSTMOptimizer):
             x = h
         scale = self.output_scale if lr is None else lr
         update = torch.tanh(torch.mv(x, self.out_weight) + self.out_bias).view(B, D) * scale
+        if adapt:
+            change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
+            norm = tensor_norm(layout, D, grads.device)
+            log_step = adapted_log_step(state[-1].view(B, D, 1), change, norm)
+            update = update * log_step.squeeze(-1).exp()
+            new_state.append(log_step.reshape(B * D, 1))
         if self.spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
         return update, (*state[:skip], *new_state)
