@@ -94,6 +94,15 @@ void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const f
     }
 }
 
+/* The backward's rows of H = 20 in 512-bit vectors leave a 4-wide tail each: in 256-bit ones
+ * the loop runs ~25 % faster (measured on AMD Zen 4 at H = 20), while the forward's flat σ
+ * passes gain from 512. GCC's per-function switch; other compilers keep their own choice. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ROW_VECTORS __attribute__((target("prefer-vector-width=256")))
+#else
+#define ROW_VECTORS
+#endif
+
 /* The gradient with respect to the pre-activations, dz (n, 4H), to the old cell state,
  * dc_prev (n, H), and the column sums of dz (4H, in double, in row order: the bias's gradient;
  * also rounded to float into d_bias unless that is NULL).
@@ -103,11 +112,12 @@ void lstm_forward(int64_t n, int64_t H, float *gates, const float *bias, const f
  * share (d_out (n) the gradient of the output, w_out (H) its weights). Each of dh, dh2, dc is
  * read with its row stride; an absent one is H zeros with stride 0; an absent d_out is NULL.
  */
-void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride, const float *dh2,
-                   int64_t dh2_stride, const float *d_out, const float *w_out, const float *dc,
-                   int64_t dc_stride, const float *gates, const float *c, int64_t c_stride,
-                   const float *tanh_c, float *dz, float *dc_prev, double *sums,
-                   float *d_bias) {
+ROW_VECTORS void lstm_backward(int64_t n, int64_t H, const float *dh, int64_t dh_stride,
+                               const float *dh2, int64_t dh2_stride, const float *d_out,
+                               const float *w_out, const float *dc, int64_t dc_stride,
+                               const float *gates, const float *c, int64_t c_stride,
+                               const float *tanh_c, float *dz, float *dc_prev, double *sums,
+                               float *d_bias) {
     for (int64_t j = 0; j < 4 * H; j++) sums[j] = 0.0;
     for (int64_t row = 0; row < n; row++) {
         const float *restrict gi = gates + row * 4 * H, *restrict gf = gi + H;
