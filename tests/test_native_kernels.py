@@ -178,6 +178,15 @@ def test_fused_stack_equals_the_eager_layers(monkeypatch, features_need_grad, n,
 
 
 @needs_native
+def test_without_torchs_sgemm_the_layers_keep_torch_matmuls(monkeypatch):
+    native.available()
+    monkeypatch.setattr(native, "_sgemm_address", lambda: None)
+    monkeypatch.setattr(native, "_sgemm", False)
+    native._use_sgemm(native._lib)
+    assert not native.whole_layers(10)
+
+
+@needs_native
 def test_fused_stack_double_backward_differentiates_the_eager_step():
     net = LSTMOptimizer(seed=0)
     grad = torch.randn(6)
