@@ -163,10 +163,11 @@ def _use_sgemm(lib: ctypes.CDLL) -> None:
     lib.lstm_set_sgemm(address)
     _sgemm = True
     g = torch.Generator().manual_seed(0)
-    x, h, c = (torch.randn(5, k, generator=g) for k in (3, 4, 4))
-    weight, bias = torch.randn(7, 16, generator=g), torch.randn(16, generator=g)
-    *_, gates = layer_forward(x, h, c, weight, bias, torch.ones(16))
-    expected = (torch.cat((x, h), 1) @ weight + bias).sigmoid()
+    with torch.device("cpu"):  # whatever default device the caller set
+        x, h, c = (torch.randn(5, k, generator=g) for k in (3, 4, 4))
+        weight, bias = torch.randn(7, 16, generator=g), torch.randn(16, generator=g)
+        *_, gates = layer_forward(x, h, c, weight, bias, torch.ones(16))
+        expected = (torch.cat((x, h), 1) @ weight + bias).sigmoid()
     if not torch.allclose(gates, expected, rtol=1e-4, atol=1e-5):
         log.warning("torch's sgemm_ gave another product: the LSTM's matmuls stay with torch.mm")
         _sgemm = False
