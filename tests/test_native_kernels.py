@@ -144,11 +144,16 @@ def test_l2o_native_0_turns_the_c_loops_off(monkeypatch):
 
 @needs_native
 @pytest.mark.parametrize("features_need_grad", [False, True])
-def test_fused_stack_equals_the_eager_layers(features_need_grad):
-    """lstm_update on the C loops (one node) against the eager layers and output, both ways."""
+@pytest.mark.parametrize(("n", "sgemm"), [(45, True), (1280, True), (45, False)])
+def test_fused_stack_equals_the_eager_layers(monkeypatch, features_need_grad, n, sgemm):
+    """lstm_update on the C loops (one node) against the eager layers and output, both ways:
+    each layer in one C call with torch's sgemm_, and with the matmuls in torch."""
+    native.available()  # loaded first: loading looks for sgemm_
+    if sgemm and not native.whole_layers(n):
+        pytest.skip("torch exports no sgemm_ here")
+    monkeypatch.setattr(native, "_sgemm", sgemm)
     net = LSTMOptimizer(seed=3)
     g = torch.Generator().manual_seed(1)
-    n = 45
     grads = torch.randn(n, generator=g)
     grads[::7] = 0.0  # these coordinates must not move
     state = [torch.randn(n, 20, generator=g) for _ in range(4)]
@@ -170,6 +175,15 @@ def test_fused_stack_equals_the_eager_layers(features_need_grad):
     assert torch.equal(fast[0][::7], torch.zeros_like(fast[0][::7]))
     for i, (a, b) in enumerate(zip(eager, fast)):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=f"output {i}")
+
+
+@needs_native
+def test_without_torchs_sgemm_the_layers_keep_torch_matmuls(monkeypatch):
+    native.available()
+    monkeypatch.setattr(native, "_sgemm_address", lambda: None)
+    monkeypatch.setattr(native, "_sgemm", False)
+    native._use_sgemm(native._lib)
+    assert not native.whole_layers(10)
 
 
 @needs_native

@@ -136,13 +136,20 @@ class LSTMStack(torch.autograd.Function):
         saved: list[Tensor] = []
         new_state: list[Tensor] = []
         inputs = x
+        # each layer in one C call, its matmuls included, when torch's sgemm_ is at hand
+        whole = ctx.whole = native.whole_layers(x.shape[0])
         for layer in range(layers):
             h, c = state[2 * layer], state[2 * layer + 1]
             weight, bias = weights[2 * layer], weights[2 * layer + 1]
             gate_scale, _ = _scales(h.shape[1], h)
-            xh = torch.cat((inputs, h), dim=1)
-            gates = xh @ weight
-            inputs, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
+            if whole:
+                inputs, c_new, tanh_c, xh, gates = native.layer_forward(
+                    inputs, h, c, weight, bias, gate_scale
+                )
+            else:
+                xh = torch.cat((inputs, h), dim=1)
+                gates = xh @ weight
+                inputs, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
             saved += [xh, gates, c, tanh_c, weight]
             new_state += [inputs, c_new]
         update = native.output(inputs, out_weight, out_bias, scale, grads)
@@ -168,32 +175,56 @@ class LSTMStack(torch.autograd.Function):
         for layer in reversed(range(layers)):
             xh, gates, c, tanh_c, weight = saved[5 * layer : 5 * layer + 5]
             top = layer == layers - 1
-            dz, d_weights[2 * layer + 1], dc_prev = native.backward(
-                d_state[2 * layer],
-                d_state[2 * layer + 1],
+            need_x = layer > 0 or needs[0]
+            need_h = needs[5 + 2 * layer]
+            step = native.layer_backward if ctx.whole else _layer_backward
+            d_x, d_h, dc_prev, d_weights[2 * layer], d_weights[2 * layer + 1] = step(
+                *d_state[2 * layer : 2 * layer + 2],
                 gates,
                 c,
                 tanh_c,
+                xh,
+                weight,
+                need_x,
+                need_h,
                 dh2=from_above,
                 d_out=d_out if top else None,
                 w_out=out_weight if top else None,
             )
-            d_weights[2 * layer] = xh.t() @ dz
-            x_size = xh.shape[1] - c.shape[1]
-            need_x = layer > 0 or needs[0]
-            need_h = needs[5 + 2 * layer]
-            d_x = d_h = None
-            if need_x and need_h:
-                d_xh = dz @ weight.t()
-                d_x, d_h = d_xh[:, :x_size], d_xh[:, x_size:]
-            elif need_h:
-                d_h = dz @ weight[x_size:].t()
-            elif need_x:
-                d_x = dz @ weight[:x_size].t()
             d_states[2 * layer] = d_h
             d_states[2 * layer + 1] = dc_prev if needs[6 + 2 * layer] else None
             from_above = d_x
         return (from_above, None, d_out_weight, d_out_bias, None, *d_states, *d_weights)
+
+
+def _layer_backward(
+    dh: Tensor | None,
+    dc: Tensor | None,
+    gates: Tensor,
+    c: Tensor,
+    tanh_c: Tensor,
+    xh: Tensor,
+    weight: Tensor,
+    need_x: bool,
+    need_h: bool,
+    dh2: Tensor | None = None,
+    d_out: Tensor | None = None,
+    w_out: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
+    """:func:`l2o.nets.native.layer_backward` with the matmuls in torch (many rows, or no
+    ``sgemm_``): the C loop for the elementwise work, then only the input gradients needed (the
+    first layer's features are constants, and so is the state a window starts from)."""
+    dz, d_bias, dc_prev = native.backward(dh, dc, gates, c, tanh_c, dh2, d_out, w_out)
+    x_size = xh.shape[1] - c.shape[1]
+    d_x = d_h = None
+    if need_x and need_h:
+        d_xh = dz @ weight.t()
+        d_x, d_h = d_xh[:, :x_size], d_xh[:, x_size:]
+    elif need_h:
+        d_h = dz @ weight[x_size:].t()
+    elif need_x:
+        d_x = dz @ weight[:x_size].t()
+    return d_x, d_h, dc_prev, xh.t() @ dz, d_bias
 
 
 def stack_update(

@@ -3,7 +3,10 @@
 Meta-training runs the LSTM on a few thousand rows per step, where the eager cell's ~15 small
 kernels per layer and direction cost more than its matmuls. The C loops do that work in one
 pass each way (and the linear output, its zero-gradient mask and the log-sign preprocessing in
-one each); the matmuls stay with torch.
+one each). Up to one chunk of rows, a whole layer step runs in one call, its matmuls included:
+they go to the ``sgemm_`` that torch's own library exports (the kernels behind ``torch.mm``),
+which saves a torch dispatch, an allocation and a Python call per matmul and the ``[x, h]``
+concatenation; without that symbol the matmuls stay with torch.
 They are built once per machine with the system's C compiler (``cc``, ``gcc`` or ``clang``;
 no torch headers, well under a second) into a cache folder and loaded with ctypes.
 
@@ -124,11 +127,50 @@ def _load() -> ctypes.CDLL | None:
     lib.lstm_output.argtypes = [i64, i64, ptr, ptr, f32, f32, ptr, ptr]
     lib.lstm_output_backward.argtypes = [i64, i64, ptr, f32, ptr, ptr, ptr, ptr, ptr]
     lib.log_sign.argtypes = [i64, ptr, f32, f32, f32, ptr]
+    lib.lstm_layer_forward.argtypes = [i64, i64, i64, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr]
+    lib.lstm_layer_forward.argtypes += [i64, ptr, ptr, ptr, ptr, ptr]
+    lib.lstm_layer_backward.argtypes = [i64, *lib.lstm_backward.argtypes, ptr, ptr, ptr, ptr, i64]
+    lib.lstm_set_sgemm.argtypes = [ptr]
     for name in ("lstm_forward", "lstm_backward", "lstm_output", "lstm_output_backward"):
         getattr(lib, name).restype = None
-    lib.log_sign.restype = None
+    for name in ("log_sign", "lstm_layer_forward", "lstm_layer_backward", "lstm_set_sgemm"):
+        getattr(lib, name).restype = None
     _lib = lib
+    _use_sgemm(lib)
     return _lib
+
+
+_sgemm = False  # whether the whole-layer loops have torch's sgemm_ (set by _load)
+
+
+def _sgemm_address() -> int | None:
+    """Where torch's CPU library exports the Fortran ``sgemm_`` of its BLAS, if it does."""
+    for path in sorted(Path(torch.__file__).with_name("lib").glob("*torch_cpu.*")):
+        try:
+            return ctypes.cast(ctypes.CDLL(str(path)).sgemm_, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _use_sgemm(lib: ctypes.CDLL) -> None:
+    """Hand ``sgemm_`` to the C loops and check one small layer against ``torch.mm``."""
+    global _sgemm
+    address = _sgemm_address()
+    if address is None:
+        log.info("torch exports no sgemm_: the LSTM's matmuls stay with torch.mm")
+        return
+    lib.lstm_set_sgemm(address)
+    _sgemm = True
+    g = torch.Generator().manual_seed(0)
+    with torch.device("cpu"):  # whatever default device the caller set
+        x, h, c = (torch.randn(5, k, generator=g) for k in (3, 4, 4))
+        weight, bias = torch.randn(7, 16, generator=g), torch.randn(16, generator=g)
+        *_, gates = layer_forward(x, h, c, weight, bias, torch.ones(16))
+        expected = (torch.cat((x, h), 1) @ weight + bias).sigmoid()
+    if not torch.allclose(gates, expected, rtol=1e-4, atol=1e-5):
+        log.warning("torch's sgemm_ gave another product: the LSTM's matmuls stay with torch.mm")
+        _sgemm = False
 
 
 def available() -> bool:
@@ -295,6 +337,106 @@ def backward(
     if chunks > 1:  # the chunks' sums added in chunk order, whatever the thread count
         d_bias = sums.sum(0).to(torch.float32)
     return dz, d_bias, dc_prev
+
+
+def whole_layers(n: int) -> bool:
+    """Whether :func:`layer_forward` and :func:`layer_backward` apply to ``n`` rows: torch's
+    ``sgemm_`` found, and one chunk of rows (more are split over torch's threads instead)."""
+    return _sgemm and 0 < n <= CHUNK
+
+
+def layer_forward(
+    x: Tensor, h: Tensor, c: Tensor, weight: Tensor, bias: Tensor, scale: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """A layer step in one C call: ``[x, h]``, its matmul and :func:`forward`'s loops.
+
+    Returns ``(h, c, tanh c)`` and, for the backward, ``xh = [x, h]`` and the gates.
+    """
+    n, H = c.shape
+    F = x.shape[1]
+    x, h, c, weight, bias = _rows(x), _rows(h), _rows(c), weight.contiguous(), bias.contiguous()
+    xh, gates = torch.empty(n, F + H), torch.empty(n, 4 * H)
+    h_new, c_new, tanh_c = torch.empty(n, H), torch.empty(n, H), torch.empty(n, H)
+    _lib.lstm_layer_forward(
+        n,
+        F,
+        H,
+        x.data_ptr(),
+        x.stride(0),
+        h.data_ptr(),
+        h.stride(0),
+        weight.data_ptr(),
+        bias.data_ptr(),
+        scale.data_ptr(),
+        c.data_ptr(),
+        c.stride(0),
+        xh.data_ptr(),
+        gates.data_ptr(),
+        c_new.data_ptr(),
+        tanh_c.data_ptr(),
+        h_new.data_ptr(),
+    )
+    return h_new, c_new, tanh_c, xh, gates
+
+
+def layer_backward(
+    dh: Tensor | None,
+    dc: Tensor | None,
+    gates: Tensor,
+    c: Tensor,
+    tanh_c: Tensor,
+    xh: Tensor,
+    weight: Tensor,
+    need_x: bool,
+    need_h: bool,
+    dh2: Tensor | None = None,
+    d_out: Tensor | None = None,
+    w_out: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
+    """:func:`layer_forward`'s backward in one C call (``dh``, ``dh2``, ``d_out`` and ``w_out``
+    as in :func:`backward`): the gradients of ``x`` and ``h`` (``None`` unless needed), of the
+    old ``c``, of the weight and of the bias."""
+    n, H = c.shape
+    F = xh.shape[1] - H
+    zeros = _zeros(H)
+    keep = [_rows(t) if t is not None else zeros for t in (dh, dh2, dc)]
+    (dh_, dh2_, dc_), c = keep, _rows(c)
+    d_out = None if d_out is None else d_out.contiguous()
+    w_out = zeros if w_out is None else w_out.contiguous()
+    weight = weight.contiguous()
+    dz, dc_prev, d_bias = torch.empty(n, 4 * H), torch.empty(n, H), torch.empty(4 * H)
+    sums, d_weight = torch.empty(4 * H, dtype=torch.float64), torch.empty(F + H, 4 * H)
+    which = (1 if need_x else 0) + (2 if need_h else 0)
+    d_xh = torch.empty(n, (F if need_x else 0) + (H if need_h else 0))
+    _lib.lstm_layer_backward(
+        n,
+        F,
+        H,
+        dh_.data_ptr(),
+        0 if dh is None else dh_.stride(0),  # absent: H zeros read with stride 0
+        dh2_.data_ptr(),
+        0 if dh2 is None else dh2_.stride(0),
+        None if d_out is None else d_out.data_ptr(),
+        w_out.data_ptr(),
+        dc_.data_ptr(),
+        0 if dc is None else dc_.stride(0),
+        gates.data_ptr(),
+        c.data_ptr(),
+        c.stride(0),
+        tanh_c.data_ptr(),
+        dz.data_ptr(),
+        dc_prev.data_ptr(),
+        sums.data_ptr(),
+        d_bias.data_ptr(),
+        xh.data_ptr(),
+        weight.data_ptr(),
+        d_weight.data_ptr(),
+        d_xh.data_ptr(),
+        which,
+    )
+    d_x = d_xh[:, :F] if need_x else None
+    d_h = (d_xh[:, F:] if need_x else d_xh) if need_h else None
+    return d_x, d_h, dc_prev, d_weight, d_bias
 
 
 def output(h: Tensor, weight: Tensor, bias: Tensor, scale: float, grads: Tensor | None) -> Tensor:
