@@ -164,7 +164,7 @@ def test_the_learned_aggregator_learns_to_resist_an_attack():
     )
     batch = build_attack_set("ipm", "quadratic", {}, {"k": 7, "f": 3}).sample("test", range(16))
     untrained = LearnedAggregator(k=7, lr=0.1, seed=0)
-    net = train_learned(cfg, 0.1, None, None)
+    net, _ = train_learned(cfg, 0.1, None, None)
 
     def final(combine) -> float:
         return float(run_rule(batch, combine, 3, 0.1, 20).median())
@@ -196,7 +196,7 @@ def test_fitted_gates_cut_one_byzantine_source_of_ten_on_held_out_attacks():
         f=[1, 3],
     )
     untrained = LearnedAggregator(k=10, lr=0.1, seed=0)
-    net = train_learned(cfg, 0.1, None, None)
+    net, _ = train_learned(cfg, 0.1, None, None)
     for f in (1, 3):
         batch = build_attack_set("ipm", "quadratic", {}, {"k": 10, "f": f}).sample(
             "test", range(16)
@@ -212,6 +212,34 @@ def test_fitted_gates_cut_one_byzantine_source_of_ten_on_held_out_attacks():
         oracle = float(run_rule(batch, rule("oracle"), f, 0.1, 20).median())
         learned = float(run_rule(batch, lambda g, ctx: net.combine(g), f, 0.1, 20).median())
         assert learned < 1.1 * oracle, (f, learned, oracle)
+
+
+def test_a_fine_tune_that_loses_to_the_fitted_gates_on_validation_is_dropped():
+    """Meta-training at a rate that wrecks the gates returns the fitted gates unchanged."""
+    keys = [
+        "attacks=['signflip', 'gaussian']",
+        "held_out=[]",
+        "steps=10",
+        "fit_instances=2",
+        "fit_iterations=100",
+        "train.batch_size=4",
+        "train.val_every=2",
+        "train.val_instances=8",
+    ]
+    fitted, _ = train_learned(
+        load_robust_config(None, [*keys, "train.iterations=0"], "quadratic", k=5, f=[1]),
+        0.1,
+        None,
+        None,
+    )
+    wrecked = load_robust_config(
+        None, [*keys, "train.iterations=2", "train.meta_lr=3.0"], "quadratic", k=5, f=[1]
+    )
+    kept, selection = train_learned(wrecked, 0.1, None, None)
+    assert selection["weights"] == "fitted gates"
+    assert selection["meta_trained_val_loss"] >= selection["fitted_val_loss"]
+    for name, value in fitted.state_dict().items():
+        torch.testing.assert_close(kept.state_dict()[name], value)
 
 
 def test_meta_training_on_digits_has_finite_meta_gradients(tmp_path):
@@ -232,11 +260,15 @@ def test_meta_training_on_digits_has_finite_meta_gradients(tmp_path):
         k=3,
         f=[1],
     )
-    net = train_learned(cfg, 0.1, tmp_path, None)
+    from l2o.serialization import load_optimizer_file
+
+    train_learned(cfg, 0.1, tmp_path, None)
     with open(tmp_path / "learned" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["skipped"]) for r in rows] == [0, 0]
-    assert float(net.linear.detach().abs().sum()) > 0  # it moved
+    # the meta-trained weights moved (whether or not they beat the start on validation)
+    trained = load_optimizer_file(tmp_path / "learned" / "optimizer.safetensors")
+    assert float(trained.linear.detach().abs().sum()) > 0
 
 
 def test_run_robust_in_memory():
