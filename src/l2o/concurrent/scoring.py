@@ -273,7 +273,7 @@ def fit_gates(
         >>> byz = torch.zeros(64, 5, dtype=torch.bool)
         >>> byz[:, 0] = True
         >>> losses = fit_gates(net, stats, ok, byz, iterations=200)
-        >>> losses[-1] < 0.1 * losses[0], float(net.scores(stats, ok)[:, 0].max()) < 0.01
+        >>> losses[-1] < 0.1 * losses[0], float(net.scores(stats, ok)[:, 0].max().detach()) < 0.01
         (True, True)
     """
     honest, byz = (~byzantine & ok).to(stats.dtype), (byzantine & ok).to(stats.dtype)
