@@ -10,7 +10,7 @@ import torch
 from l2o.cli.main import main
 from l2o.concurrent.attacks import build_attack_set
 from l2o.concurrent.robust import load_robust_config, rule, run_robust, run_rule, train_learned
-from l2o.concurrent.scoring import LearnedAggregator, source_statistics
+from l2o.concurrent.scoring import SOURCE_STATISTICS, LearnedAggregator, source_statistics
 from l2o.errors import L2OError
 
 TINY = [
@@ -93,10 +93,36 @@ def test_cli_errors_are_one_line(capsys):
 def test_statistics_are_scale_free_and_equivariant():
     grads = torch.randn(2, 30, 6, dtype=torch.float64)
     stats, ok = source_statistics(grads)
-    assert ok.all() and stats.shape == (2, 6, 5)
+    assert ok.all() and stats.shape == (2, 6, 6)
     torch.testing.assert_close(source_statistics(grads * 1e3)[0], stats)
     perm = torch.tensor([3, 0, 5, 1, 4, 2])
     torch.testing.assert_close(source_statistics(grads[..., perm])[0], stats[:, perm])
+
+
+def test_the_shift_statistic_tells_alie_from_honest_sources():
+    """ALIE (mean + 1.5 std per coordinate) sits among the honest sources by distance and
+    cosine; its robust z-scores are on one side at every coordinate, honest ones are not."""
+    gen = torch.Generator().manual_seed(0)
+    honest = torch.randn(32, 20, 9, generator=gen) + torch.randn(32, 20, 1, generator=gen)
+    alie = honest.mean(2, keepdim=True) + 1.5 * honest.std(2, keepdim=True)
+    stats, _ = source_statistics(torch.cat([honest, alie], 2))
+    shift = stats[..., SOURCE_STATISTICS.index("shift_z")]
+    assert bool((shift[:, 9] > 1.5 * shift[:, :9].max(1).values).all())
+
+
+def test_the_clip_radius_is_set_by_the_sources_the_gates_trust():
+    """Four tiny sources with λ = 0 (signflip near the optimum) leave the six trusted ones
+    clipped to their own median norm, not to the median of all ten (the tiny ones' size)."""
+    net = LearnedAggregator(k=10, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    honest = torch.randn(2, 12, 6, generator=gen) * torch.linspace(0.5, 2.0, 6)
+    grads = torch.cat([honest, 1e-3 * torch.randn(2, 12, 4, generator=gen)], 2)
+    lam = torch.cat([torch.full((2, 6), 1 / 6), torch.zeros(2, 4)], 1)
+    net.scores = lambda stats, ok: lam  # type: ignore[method-assign]
+    norms = honest.norm(dim=1, keepdim=True)
+    radius = norms.sort(2).values[..., 2:3]  # the lower median of six
+    expected = (honest * (radius / norms).clamp(max=1.0)).mean(2)
+    torch.testing.assert_close(net.combine(grads), expected)
 
 
 def test_the_step_protocol_is_adam_on_the_mix_and_the_net_reloads(tmp_path):
@@ -138,7 +164,7 @@ def test_the_learned_aggregator_learns_to_resist_an_attack():
     )
     batch = build_attack_set("ipm", "quadratic", {}, {"k": 7, "f": 3}).sample("test", range(16))
     untrained = LearnedAggregator(k=7, lr=0.1, seed=0)
-    net = train_learned(cfg, 0.1, None, None)
+    net, _ = train_learned(cfg, 0.1, None, None)
 
     def final(combine) -> float:
         return float(run_rule(batch, combine, 3, 0.1, 20).median())
@@ -170,7 +196,7 @@ def test_fitted_gates_cut_one_byzantine_source_of_ten_on_held_out_attacks():
         f=[1, 3],
     )
     untrained = LearnedAggregator(k=10, lr=0.1, seed=0)
-    net = train_learned(cfg, 0.1, None, None)
+    net, _ = train_learned(cfg, 0.1, None, None)
     for f in (1, 3):
         batch = build_attack_set("ipm", "quadratic", {}, {"k": 10, "f": f}).sample(
             "test", range(16)
@@ -186,6 +212,34 @@ def test_fitted_gates_cut_one_byzantine_source_of_ten_on_held_out_attacks():
         oracle = float(run_rule(batch, rule("oracle"), f, 0.1, 20).median())
         learned = float(run_rule(batch, lambda g, ctx: net.combine(g), f, 0.1, 20).median())
         assert learned < 1.1 * oracle, (f, learned, oracle)
+
+
+def test_a_fine_tune_that_loses_to_the_fitted_gates_on_validation_is_dropped():
+    """Meta-training at a rate that wrecks the gates returns the fitted gates unchanged."""
+    keys = [
+        "attacks=['signflip', 'gaussian']",
+        "held_out=[]",
+        "steps=10",
+        "fit_instances=2",
+        "fit_iterations=100",
+        "train.batch_size=4",
+        "train.val_every=2",
+        "train.val_instances=8",
+    ]
+    fitted, _ = train_learned(
+        load_robust_config(None, [*keys, "train.iterations=0"], "quadratic", k=5, f=[1]),
+        0.1,
+        None,
+        None,
+    )
+    wrecked = load_robust_config(
+        None, [*keys, "train.iterations=2", "train.meta_lr=3.0"], "quadratic", k=5, f=[1]
+    )
+    kept, selection = train_learned(wrecked, 0.1, None, None)
+    assert selection["weights"] == "fitted gates"
+    assert selection["meta_trained_val_loss"] >= selection["fitted_val_loss"]
+    for name, value in fitted.state_dict().items():
+        torch.testing.assert_close(kept.state_dict()[name], value)
 
 
 def test_meta_training_on_digits_has_finite_meta_gradients(tmp_path):
@@ -206,11 +260,15 @@ def test_meta_training_on_digits_has_finite_meta_gradients(tmp_path):
         k=3,
         f=[1],
     )
-    net = train_learned(cfg, 0.1, tmp_path, None)
+    from l2o.serialization import load_optimizer_file
+
+    train_learned(cfg, 0.1, tmp_path, None)
     with open(tmp_path / "learned" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["skipped"]) for r in rows] == [0, 0]
-    assert float(net.linear.detach().abs().sum()) > 0  # it moved
+    # the meta-trained weights moved (whether or not they beat the start on validation)
+    trained = load_optimizer_file(tmp_path / "learned" / "optimizer.safetensors")
+    assert float(trained.linear.detach().abs().sum()) > 0
 
 
 def test_run_robust_in_memory():

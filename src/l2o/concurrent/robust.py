@@ -10,7 +10,8 @@
    aggregation alone (:mod:`~l2o.concurrent.aggregators`);
 3. the learned aggregator (:mod:`~l2o.concurrent.scoring`) has its gates fitted to the honest
    sources along the oracle's runs, then is meta-trained by the core loop, both on a mix of the
-   *training* attacks and every f; it is scored on all attacks: the others are held out;
+   *training* attacks and every f (the meta-trained weights replace the fitted ones only if
+   they do better on validation); it is scored on all attacks: the others are held out;
 4. for each aggregator and f, the clean-task loss after ``steps`` steps (median over the test
    instances) under each attack, and its worst case over the attacks (``robust.json``,
    ``robust.png``).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +42,8 @@ from l2o.errors import L2OError
 from l2o.meta.train import meta_train
 from l2o.serialization import atomic_write_text, save_optimizer
 from l2o.tasks import get_task
+
+logger = logging.getLogger(__name__)
 
 LEARNED = "learned"
 HAND_RULES = (
@@ -326,9 +330,12 @@ def gate_examples(
 
 def train_learned(
     config: RobustConfig, lr: float, out: Path | None, progress: Progress | None
-) -> LearnedAggregator:
+) -> tuple[LearnedAggregator, dict[str, Any]]:
     """Fit the gates to the honest sources, then meta-train by the core loop (on the same mix
     of the training attacks and every f; ``train.iterations = 0`` skips it).
+
+    Returns the aggregator and which weights it has: the meta-trained ones only where they
+    beat the fitted gates on validation.
 
     The fit is what makes the aggregator robust: meta-training alone (50 iterations, the
     meta-gradient of the clean loss through Adam) left one Byzantine source of ten with more
@@ -344,21 +351,38 @@ def train_learned(
         if progress is not None:
             progress("fit gates", 1, 1)
     if config.train.iterations == 0:
-        return net
+        return net, {"weights": "fitted gates"}
     problem = ConcurrentProblem(cset, net, config.seed, "fixed", None)
+    # the core loop keeps its best validated weights, but validates only after training
+    # iterations: the fitted gates are a candidate too (on noisy least squares every
+    # fine-tune opened the gates again and lost to them on validation, and at f = 1 on test)
+    val_indices = list(range(config.train.val_instances))
+    horizon = config.train.val_horizon or config.train.horizon
+    with torch.no_grad():
+        fitted_val = problem.evaluate(net, "validation", val_indices, horizon)
+    fitted = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     def on_row(row: dict[str, float]) -> None:
         if progress is not None:
             progress("train learned", int(row["iteration"]), config.train.iterations)
 
-    trained, _ = meta_train(
+    trained, history = meta_train(
         config.train,
         out_dir=None if out is None else out / "learned",
         problem=problem.meta_problem(),
         net=net,
         callback=on_row,
     )
-    return trained  # type: ignore[return-value]
+    kept = history.best_val < fitted_val
+    if not kept:
+        logger.info("meta-training did not beat the fitted gates on validation: kept them")
+        trained.load_state_dict(fitted)
+    selection = {
+        "weights": "meta-trained" if kept else "fitted gates",
+        "fitted_val_loss": fitted_val,
+        "meta_trained_val_loss": history.best_val,
+    }
+    return trained, selection  # type: ignore[return-value]
 
 
 def run_robust(
@@ -373,12 +397,14 @@ def run_robust(
     started = time.perf_counter()
     lr = tune_lr(config)
     combines: dict[str, Combine] = {name: rule(name) for name in config.aggregators}
+    selection = None
     if config.learned:
-        net = train_learned(config, lr, out, progress)
+        net, selection = train_learned(config, lr, out, progress)
         net.eval()
         combines[LEARNED] = lambda grads, ctx: net.combine(grads)
         if out is not None:
-            save_optimizer(net, out, extra={"robust": config.to_dict(), "adam_lr": lr})
+            extra = {"robust": config.to_dict(), "adam_lr": lr, "selection": selection}
+            save_optimizer(net, out, extra=extra)
     indices = list(range(config.instances))
     total = len(config.f) * (1 + len(combines) * len(config.attacks))
     done = 0
@@ -427,6 +453,8 @@ def run_robust(
             "loss": "median over test instances of the clean-task loss after the last step; "
             "null: diverged",
             "mean_ms_per_step": aggregators.get("mean", {}).get("ms_per_step"),
+            # which weights the learned aggregator ran with, and their validation losses
+            "learned_weights": selection,
             "seconds": time.perf_counter() - started,
         },
     }
