@@ -12,6 +12,8 @@ from l2o.errors import L2OError
 from l2o.meta.curriculum import Curriculum
 from l2o.meta.horizons import HorizonSchedule
 from l2o.meta.train import meta_train
+from l2o.meta.unroll import run_learned, task_observer
+from l2o.tasks import get_task
 
 
 def test_default_schedule_is_the_papers_fixed_horizon():
@@ -89,9 +91,9 @@ def test_curriculum_meta_training_grows_the_unroll_and_resumes_identically(tmp_p
         horizons.append(args[6])
         return unroll(*args)
 
-    def stalled(net, problem, indices, steps):
+    def stalled(net, problem, indices, steps, metric="mean"):
         assert steps == 40  # validation measures val_horizon
-        validate(net, problem, indices, steps)
+        validate(net, problem, indices, steps, metric)
         return 1.0  # never a new best after the first: the curriculum must move
 
     monkeypatch.setattr(train_module, "_unroll_and_step", spy)
@@ -116,8 +118,28 @@ def test_curriculum_meta_training_grows_the_unroll_and_resumes_identically(tmp_p
         ({"curriculum_factor": 1.0}, "curriculum_factor"),
         ({"curriculum_patience": 0}, "curriculum_patience"),
         ({"val_horizon": -1}, "val_horizon"),
+        ({"val_metric": "median"}, "val_metric must be one of mean, log_mean"),
     ],
 )
 def test_bad_horizon_config(changes, message):
     with pytest.raises(L2OError, match=message):
         TrainConfig(**changes)
+
+
+def test_log_mean_validation_scores_the_geometric_mean_and_keeps_that_best(tmp_path):
+    """With ``val_metric = "log_mean"`` the recorded validation loss is the geometric mean of
+    the validation instances' final losses, and the kept weights are the best by it."""
+    config = TrainConfig(
+        batch_size=4, horizon=12, truncation=4, iterations=6, val_every=2, val_instances=6,
+        checkpoint_every=2, meta_loss="log", val_metric="log_mean", seed=0,
+    )  # fmt: skip
+    net, history = meta_train(config, out_dir=tmp_path / "run")
+    scores = {
+        int(r["iteration"]): r["val_loss"] for r in history.rows if r["val_loss"] == r["val_loss"]
+    }
+    assert sorted(scores) == [2, 4, 6]
+    batch = get_task("quadratic").sample("validation", list(range(6)))
+    _, theta = run_learned(net, batch.init_params(), task_observer(batch), 12)
+    finals = batch.eval_loss(theta).double()
+    assert min(scores.values()) == pytest.approx(float(finals.log().mean().exp()), rel=1e-5)
+    assert min(scores.values()) < float(finals.mean())  # not the arithmetic mean

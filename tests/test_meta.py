@@ -156,6 +156,24 @@ def test_resume_refuses_another_config(tmp_path):
         meta_train(TINY, out_dir=tmp_path / "other", resume=True)
 
 
+def test_a_checkpoint_from_before_a_new_config_key_resumes(tmp_path, monkeypatch):
+    """A key added to the config after the checkpoint was written was at its default there."""
+    import l2o.meta.train as train_module
+
+    load = train_module.load_checkpoint
+
+    def older(*args, **kwargs):
+        training, saved = load(*args, **kwargs)
+        return training, {k: v for k, v in saved.items() if k != "val_metric"}
+
+    monkeypatch.setattr(train_module, "load_checkpoint", older)
+    meta_train(TINY.replace(iterations=2), out_dir=tmp_path)
+    meta_train(TINY, out_dir=tmp_path, resume=True)  # val_metric = "mean", the default
+    meta_train(TINY.replace(iterations=2), out_dir=tmp_path / "b")
+    with pytest.raises(L2OError, match="val_metric"):
+        meta_train(TINY.replace(val_metric="log_mean"), out_dir=tmp_path / "b", resume=True)
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     meta_train(TINY.replace(iterations=2), out_dir=tmp_path)
     checkpoint_path(tmp_path).write_bytes(b"garbage")

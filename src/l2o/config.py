@@ -25,6 +25,7 @@ else:  # pragma: no cover
 
 LOSS_WEIGHT_CHOICES = ("uniform", "increasing", "final")
 META_LOSS_CHOICES = ("loss", "log")
+VAL_METRICS = ("mean", "log_mean")
 HORIZON_SAMPLING_CHOICES = ("fixed", "log_uniform")
 CURRICULUM_CHOICES = ("none", "plateau")
 ESTIMATOR_CHOICES = ("bptt", "pes")
@@ -75,6 +76,7 @@ class TrainConfig:
     # --- validation, checkpoints, run time ---
     val_every: int = 25  # validate every this many meta-iterations (and at the end)
     val_instances: int = 64  # validation instances; the best checkpoint is kept
+    val_metric: str = "mean"  # the best is the lowest mean final loss, or "log_mean": geometric
     checkpoint_every: int = 25  # write checkpoint/ every this many meta-iterations
     seed: int = 0  # initialises the LSTM; task instances come from their own seed streams
     threads: int = 1  # torch threads the CLI sets (the library leaves torch's setting alone)
@@ -136,6 +138,10 @@ class TrainConfig:
         _check(
             self.meta_loss in META_LOSS_CHOICES,
             f"meta_loss must be one of {', '.join(META_LOSS_CHOICES)}, got {self.meta_loss!r}",
+        )
+        _check(
+            self.val_metric in VAL_METRICS,
+            f"val_metric must be one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}",
         )
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         _check(self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from l2o import interrupts
-from l2o.config import TrainConfig
+from l2o.config import VAL_METRICS, TrainConfig
 from l2o.devices import on_device, resolve_device
 from l2o.errors import L2OError
 from l2o.meta import distributed
@@ -63,14 +63,33 @@ class MetaProblem:
     sample: Callable[[str, list[int]], tuple[torch.Tensor, Observe, TaskBatch | None]]
     # evaluate(net, split, indices, steps) → mean final loss, for validation; when None, the
     # mean observed loss at the last step of an unroll of ``sample(split, indices)``.
-    evaluate: Callable[[nn.Module, str, list[int], int], float] | None = None
+    evaluate: Callable[..., float] | None = None
+    # evaluate accepts metric="log_mean" (the task problem's does; the concurrent one's not)
+    metrics: tuple[str, ...] = ("mean",)
 
-    def final_loss(self, net: nn.Module, split: str, indices: list[int], steps: int) -> float:
+    def final_loss(
+        self, net: nn.Module, split: str, indices: list[int], steps: int, metric: str = "mean"
+    ) -> float:
+        if metric not in self.metrics:
+            raise L2OError(
+                f"val_metric = {metric!r} is not available here (only {', '.join(self.metrics)})"
+            )
         if self.evaluate is not None:
-            return self.evaluate(net, split, indices, steps)
+            if metric == "mean":
+                return self.evaluate(net, split, indices, steps)
+            return self.evaluate(net, split, indices, steps, metric=metric)
         theta0, observe, _ = self.sample(split, indices)
         curve, _ = run_learned(net, theta0, observe, steps)  # concurrent: one tensor per θ
-        return float(curve[-1].mean())
+        return reduce_finals(curve[-1], metric)
+
+
+def reduce_finals(finals: torch.Tensor, metric: str) -> float:
+    """The validation score of final losses: their mean, or with ``log_mean`` their geometric
+    mean (every factor of improvement counts alike, as with ``meta_loss = "log"``: a mean of
+    losses spread over ten orders of magnitude is the few worst instances' and nothing else)."""
+    if metric == "log_mean":
+        return float(finals.double().clamp_min(1e-45).log().mean().exp())
+    return float(finals.mean())
 
 
 def task_problem(family: TaskFamily) -> MetaProblem:
@@ -78,7 +97,9 @@ def task_problem(family: TaskFamily) -> MetaProblem:
         batch = family.sample(split, indices)
         return batch.init_params(), task_observer(batch), batch
 
-    def evaluate(net: nn.Module, split: str, indices: list[int], steps: int) -> float:
+    def evaluate(
+        net: nn.Module, split: str, indices: list[int], steps: int, metric: str = "mean"
+    ) -> float:
         finals = []
         for group in index_groups(family, indices):  # one group unless the family says so
             batch = family.sample(split, group)
@@ -86,9 +107,9 @@ def task_problem(family: TaskFamily) -> MetaProblem:
                 net, batch.init_params(), task_observer(batch), steps, layout=batch.layout
             )
             finals.append(batch.eval_loss(theta))
-        return float(torch.cat(finals).mean())
+        return reduce_finals(torch.cat(finals), metric)
 
-    return MetaProblem(sample, evaluate)
+    return MetaProblem(sample, evaluate, metrics=VAL_METRICS)
 
 
 @dataclass
@@ -202,7 +223,7 @@ def meta_train(
         )
         val_loss = math.nan
         if training.iteration % config.val_every == 0 or training.iteration == config.iterations:
-            val_loss = _validate(net, problem, val_indices, schedule.val_horizon)
+            val_loss = _validate(net, problem, val_indices, schedule.val_horizon, config.val_metric)
             schedule.observe(val_loss)
             if val_loss < training.best_val:
                 training.best_val, training.best_iteration = val_loss, training.iteration
@@ -313,10 +334,18 @@ def _mean(total: float, count: int) -> float:
     return total / count if count else math.nan
 
 
-def _validate(net: nn.Module, problem: MetaProblem, indices: list[int], steps: int) -> float:
-    """Mean final loss on validation instances (this rank's share, averaged over ranks)."""
-    value = problem.final_loss(net, "validation", indices, steps) if indices else 0.0
-    value = distributed.all_mean(value if math.isfinite(value) else math.inf, len(indices))
+def _validate(
+    net: nn.Module, problem: MetaProblem, indices: list[int], steps: int, metric: str = "mean"
+) -> float:
+    """Final loss on validation instances, reduced by ``metric`` (this rank's share, averaged
+    over ranks: for ``log_mean`` the logs are averaged, so any world size gives one score)."""
+    value = problem.final_loss(net, "validation", indices, steps, metric) if indices else 0.0
+    if metric == "log_mean" and indices:
+        value = math.log(value) if value > 0 else -math.inf
+        value = distributed.all_mean(value if not math.isnan(value) else math.inf, len(indices))
+        value = math.exp(value) if value < math.inf else math.inf
+    else:
+        value = distributed.all_mean(value if math.isfinite(value) else math.inf, len(indices))
     return value if math.isfinite(value) else math.inf
 
 
@@ -326,6 +355,9 @@ def _copy_weights(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
     current = json.loads(config.to_json())
+    # a key newer than the checkpoint was at its default there (what the run did)
+    defaults = json.loads(TrainConfig().to_json())
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     keys = (set(saved) | set(current)) - set(RESUMABLE)
     differ = sorted(k for k in keys if saved.get(k) != current.get(k))
     if differ:
