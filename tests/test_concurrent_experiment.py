@@ -25,14 +25,16 @@ TINY = [
     "val_every=2",
     "val_instances=2",
     "eval_instances=3",
-    "adam_lrs=[0.01, 0.1]",
+    "trials=2",
+    "tune_instances=2",
+    "baselines=[]",
     "options.levels=[0.01, 0.5, 1.0]",
 ]
 
 
 def test_softmax_experiment_writes_the_contracted_files(tmp_path):
     config = load_concurrent_config(
-        None, [*TINY, 'references=["mean", "oracle", "adam"]'], "noise", seed=3
+        None, [*TINY, 'references=["mean", "oracle"]', 'baselines=["adam"]'], "noise", seed=3
     )
     results = run_experiment(config, tmp_path)
     for name in ("results.json", "lambdas.csv", "lambdas.png", "optimizer.safetensors"):
@@ -214,10 +216,12 @@ def test_an_attack_is_an_initializer_with_an_honest_mean_oracle(tmp_path):
         "val_every=2",
         "val_instances=2",
         "eval_instances=2",
-        "adam_lrs=[0.1]",
+        "trials=2",
+        "tune_instances=2",
         "options.k=4",
         "options.f=1",
-        "references=['oracle', 'median', 'adam']",
+        "references=['oracle', 'median']",
+        "baselines=['adam']",
     ]
     config = load_concurrent_config(None, over, "signflip", task="quadratic")
     results = run_experiment(config, tmp_path)

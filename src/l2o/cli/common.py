@@ -98,3 +98,11 @@ def progress(total: int, desc: str, **kwargs: Any) -> tqdm:
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+def quiet_optuna() -> None:
+    """Optuna logs a line per trial at INFO (the progress bar says the same, once) and a trial
+    stopped by a second Ctrl-C as a WARNING with a traceback (the CLI says it in one line)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)

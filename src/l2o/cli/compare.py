@@ -16,7 +16,15 @@ from typing import Any
 import torch
 
 from l2o import checks
-from l2o.cli.common import add_common, add_device, add_force, add_key_values, progress, say
+from l2o.cli.common import (
+    add_common,
+    add_device,
+    add_force,
+    add_key_values,
+    progress,
+    quiet_optuna,
+    say,
+)
 from l2o.compare.comparison import (
     DEFAULT_BASELINES,
     Outcome,
@@ -127,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         checks.seed("--seed", args.seed)
     torch.set_num_threads(args.threads)
-    _quiet_optuna()
+    quiet_optuna()
     options = apply_overrides({}, args.task_options)
     device = resolve_device(args.device)
     family = on_device(get_task(args.task, options), device)  # validates the task first
@@ -306,11 +314,3 @@ def _settings(args: argparse.Namespace) -> list[Setting]:
     if not args.generalization:
         return []
     return select_settings(args.generalization.split(","), args.task)
-
-
-def _quiet_optuna() -> None:
-    """Optuna logs a line per trial at INFO (the progress bar says the same, once) and a trial
-    stopped by a second Ctrl-C as a WARNING with a traceback (the CLI says it in one line)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)

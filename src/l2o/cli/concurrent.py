@@ -12,7 +12,15 @@ from pathlib import Path
 
 import torch
 
-from l2o.cli.common import StageBars, add_common, add_device, add_force, add_key_values, say
+from l2o.cli.common import (
+    StageBars,
+    add_common,
+    add_device,
+    add_force,
+    add_key_values,
+    quiet_optuna,
+    say,
+)
 from l2o.concurrent.combiners import COMBINERS
 from l2o.concurrent.experiment import check_experiment, load_concurrent_config, run_experiment
 from l2o.devices import resolve_device
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"concurrent-{config.initializer}-{config.combiner}"
     check_experiment(config)  # bad options fail before --out is touched
     torch.set_num_threads(config.train.threads)
+    quiet_optuna()  # the bars show the baselines' tuning trials
     bars = StageBars()
 
     def on_progress(stage: str, done: int, total: int, row: dict[str, float]) -> None:
@@ -90,5 +99,9 @@ def run(args: argparse.Namespace) -> int:
             f"{name:>14}: clean test loss mean {_num(stats['final_loss_mean'])} "
             f"(median {_num(stats['final_loss_median'])})"
         )
-    say(f"wrote {out}/results.json, lambdas.csv, lambdas.png, optimizer.safetensors, curves.csv")
+    tuned = ", tuning.db" if results.get("tuning") and config.storage is None else ""
+    say(
+        f"wrote {out}/results.json, lambdas.csv, lambdas.png, optimizer.safetensors, "
+        f"curves.csv{tuned}"
+    )
     return 0

@@ -10,6 +10,8 @@
 - :mod:`~l2o.concurrent.aggregators`: the field's robust rules (krum, geomed, cclip, nnm, ...);
 - :mod:`~l2o.concurrent.scoring`: a learned aggregator from scale-free source statistics;
 - :mod:`~l2o.concurrent.robust`: the worst-case study behind ``l2o robust``;
+- :mod:`~l2o.concurrent.baselines`: the hand-designed baselines on the mean of the K gradients,
+  tuned and run by ``l2o compare``'s own code;
 - :mod:`~l2o.concurrent.experiment`: train, record λ, test against the references;
 - :mod:`~l2o.concurrent.plots`: ``lambdas.png`` from ``lambdas.csv``.
 

@@ -7,8 +7,9 @@
 2. meta-train the combiner with the core loop on the clean objective, recording λ every
    meta-iteration (``lambdas.csv``, drawn as ``lambdas.png``);
 3. meta-train each reference (``mean``, ``median``, ``trimmed-mean``, ``oracle``: the
-   single-gradient LSTM on one combined gradient) with the same config and seed, and tune Adam's
-   learning rate on the mean gradient on validation instances (``adam``);
+   single-gradient LSTM on one combined gradient) with the same config and seed, and tune each
+   baseline (``adam``, ``momentum``, ...: on the mean gradient) with ``l2o compare``'s Optuna
+   tuning on validation instances (:mod:`l2o.concurrent.baselines`; the study in ``tuning.db``);
 4. run everything on the same test instances, scored on clean held-out data (``results.json``,
    ``curves.csv``).
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +30,11 @@ import torch
 from torch import Tensor
 
 from l2o import checks, interrupts
+from l2o.baselines import BASELINES
+from l2o.compare.comparison import DEFAULT_BASELINES, Outcome, default_storage
+from l2o.compare.tuning import OBJECTIVES, redact
 from l2o.concurrent.attacks import AttackSet
+from l2o.concurrent.baselines import compare_baselines
 from l2o.concurrent.combiners import COMBINERS, ConcurrentNet, build_combiner
 from l2o.concurrent.initializers import ConcurrentSet, build_set, default_task
 from l2o.concurrent.plots import plot_lambdas
@@ -54,7 +58,7 @@ from l2o.tasks import task_train_defaults
 
 log = logging.getLogger(__name__)
 
-REFERENCES = ("mean", "median", "trimmed-mean", "oracle", "adam")
+REFERENCES = ("mean", "median", "trimmed-mean", "oracle")
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,15 @@ class ConcurrentConfig:
     logit_scale: float = 10.0  # softmax: λ = softmax(logit_scale · w), how fast λ may move
     clean_slot: int = -1  # -1: random per run (from the seed); i: force slot i (fixed mode)
     slot_mode: str = "auto"  # fixed | shuffle (per instance) | auto (shuffle for attention)
-    references: tuple[str, ...] = REFERENCES  # trained / tuned and tested beside the combiner
+    references: tuple[str, ...] = REFERENCES  # meta-trained and tested beside the combiner
     eval_instances: int = 64  # test instances
     eval_steps: int = 0  # optimizee steps at test time (0: the training horizon)
-    adam_lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # tuning grid
+    # hand-designed baselines on the mean gradient, tuned as `l2o compare` tunes them (same keys)
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    trials: int = 20  # Optuna trials each baseline's study should reach
+    tune_instances: int = 32  # validation instances per trial
+    objective: str = "mean"  # what tuning minimises: the mean or median final clean loss
+    storage: str | None = None  # Optuna storage URL; unset: OUT/tuning.db (in memory without OUT)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -79,12 +88,29 @@ class ConcurrentConfig:
         if not isinstance(self.train, TrainConfig):
             raise L2OError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         object.__setattr__(self, "options", dict(self.options))
-        checks.fields(self, {"clean_slot": (-1, 1000), "eval_instances": (1, checks.MAX_SIZE)})
+        checks.fields(
+            self,
+            {
+                "clean_slot": (-1, 1000),
+                "eval_instances": (1, checks.MAX_SIZE),
+                "trials": (1, checks.MAX_SIZE),
+                "tune_instances": (1, checks.MAX_SIZE),
+            },
+        )
+        moved = [r for r in _as_list(self.references) if r in BASELINES]
+        if moved:  # `adam` was a reference before the baselines went through l2o compare
+            raise L2OError(
+                f"{', '.join(moved)} in references: hand-designed optimizers are tuned "
+                "baselines now; list them in baselines (e.g. baselines=['adam', 'momentum'])"
+            )
         refs = checks.names("references", self.references, REFERENCES) if self.references else ()
         object.__setattr__(self, "references", refs)
-        lrs = self.adam_lrs if isinstance(self.adam_lrs, (list, tuple)) else [self.adam_lrs]
-        lrs = tuple(checks.number("adam_lrs", x, 0, low_open=True) for x in lrs)
-        object.__setattr__(self, "adam_lrs", lrs)
+        known = tuple(BASELINES)
+        names = checks.names("baselines", self.baselines, known) if self.baselines else ()
+        object.__setattr__(self, "baselines", tuple(dict.fromkeys(names)))
+        checks.text("objective", self.objective, OBJECTIVES)
+        if self.storage is not None:
+            checks.text("storage", self.storage)
         default_task(self.initializer)  # validates the name
         if self.combiner not in COMBINERS:
             raise L2OError(f"unknown combiner {self.combiner!r}; known: {', '.join(COMBINERS)}")
@@ -100,8 +126,6 @@ class ConcurrentConfig:
                 "is the clean objective, which the combiner never differentiates through; "
                 "set second_order = false"
             )
-        if not self.adam_lrs or min(self.adam_lrs) <= 0:
-            raise L2OError(f"adam_lrs must be a non-empty list of rates > 0, got {self.adam_lrs}")
 
     @property
     def mode(self) -> str:
@@ -118,17 +142,25 @@ class ConcurrentConfig:
         return {
             **own,
             "references": list(self.references),
-            "adam_lrs": list(self.adam_lrs),
+            "baselines": list(self.baselines),
+            "storage": None if self.storage is None else redact(self.storage),  # no password
             "train": self.train.to_dict(),
         }
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",")]
+    return list(value) if isinstance(value, (list, tuple)) else []
 
 
 _OWN_KEYS = {f.name for f in dataclasses.fields(ConcurrentConfig)} - {"train"}
 
 # Per base task, what `l2o concurrent INITIALIZER` uses unless told otherwise, so that the
-# defaults (a combiner and four references meta-trained, Adam tuned) finish within 5 minutes on
-# a shared 2-core machine: the quadratic's are configs/concurrent-noise.toml's; digits get 15 of
-# the 40 iterations of configs/concurrent-poison.toml (softmax λ ≈ 0.98 on the clean slot there).
+# defaults (a combiner and four references meta-trained, the baselines tuned) finish within 5
+# minutes on a shared 2-core machine: the quadratic's are configs/concurrent-noise.toml's; digits
+# get 15 of the 40 iterations of configs/concurrent-poison.toml (softmax λ ≈ 0.98 on the clean
+# slot there).
 CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "quadratic": {
         "batch_size": 32,
@@ -148,6 +180,7 @@ CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "val_instances": 8,
         "checkpoint_every": 5,
         "eval_instances": 16,
+        "tune_instances": 16,
     },
 }
 
@@ -169,6 +202,11 @@ def load_concurrent_config(
     """
     values = read_toml(path) if path is not None else {}
     values = apply_overrides(values, overrides)
+    if "adam_lrs" in values:
+        raise L2OError(
+            "adam_lrs is gone: Adam and the other baselines are tuned with Optuna as in "
+            "`l2o compare`; drop adam_lrs and set trials=N (and baselines=[...]) instead"
+        )
     if initializer is not None:
         values["initializer"] = initializer
     if combiner is not None:
@@ -250,7 +288,7 @@ def run_experiment(
     train_seconds: dict[str, float] = {}
     lambda_rows: list[dict[str, Any]] = []
 
-    names = [config.combiner] + [r for r in config.references if r not in ("adam", config.combiner)]
+    names = [config.combiner] + [r for r in config.references if r != config.combiner]
     has_oracle = cset.clean is not None or isinstance(cset, AttackSet)
     if not has_oracle and "oracle" in names:
         names.remove("oracle")  # no clean optimizee (e.g. shards): nothing to be an oracle of
@@ -301,17 +339,21 @@ def run_experiment(
             )
 
     interrupts.stop_if_requested("stopped after training; nothing is resumed")
-    adam_lr = None
-    if "adam" in config.references:
-        if progress is not None:
-            progress("tune adam", 0, len(config.adam_lrs), {})
-        adam_lr = tune_adam(cset, config.adam_lrs, min(config.eval_instances, 32), config.steps)
+    outcome = tune_and_test_baselines(config, cset, out, progress)
 
     if progress is not None:
         progress("test", 0, 1, {})
-    evaluation, lambda_test = test_all(
-        cset, nets, problems, adam_lr, config.eval_instances, config.steps
-    )
+    evaluation, lambda_test = test_all(cset, nets, problems, config.eval_instances, config.steps)
+    baselines_extra: dict[str, Any] = {"adam_lr": None}
+    if outcome is not None:  # the baselines ran on the same test instances: one table
+        for key in ("curves", "hyperparameters", "ms_per_step"):
+            getattr(evaluation, key).update(getattr(outcome.evaluation, key))
+        adam = outcome.tuning.get("adam")
+        baselines_extra = {
+            "comparison": outcome.settings,
+            "tuning": {name: t.record() for name, t in outcome.tuning.items()},
+            "adam_lr": None if adam is None else adam.hyperparameters["lr"],  # as before
+        }
     main_problem = problems[config.combiner]
     results_extra = {
         "initializer": config.initializer,
@@ -325,8 +367,8 @@ def run_experiment(
         "lambda_test": lambda_test,
         "train_seconds": train_seconds,
         "train_iterations": train.iterations,
-        "adam_lr": adam_lr,
         "k": cset.k,
+        **baselines_extra,
     }
     if out is None:
         from l2o.evaluate import results_dict
@@ -336,6 +378,46 @@ def run_experiment(
     write_lambdas(out, lambda_rows)
     plot_lambdas(out, title=f"{config.initializer} on {train.task}: {config.combiner} λ")
     return results
+
+
+def tune_and_test_baselines(
+    config: ConcurrentConfig,
+    cset: ConcurrentSet,
+    out: Path | None,
+    progress: Progress | None = None,
+) -> Outcome | None:
+    """Tune the config's baselines on the mean gradient (validation), run them on test.
+
+    The study lives in ``config.storage`` (default ``out/tuning.db``): a rerun, or ``--resume``,
+    reuses its finished trials and only adds the missing ones, as ``l2o compare`` does.
+    """
+    if not config.baselines:
+        return None
+    storage = config.storage
+    if storage is None:
+        storage = "sqlite:///:memory:" if out is None else default_storage(out)
+
+    def on_trial(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"tune {name}", done, total, {})
+
+    def on_stage(stage: str) -> None:
+        if progress is not None and not stage.startswith("tuning "):  # on_trial draws those
+            progress(stage, 0, 1, {})
+
+    return compare_baselines(
+        cset,
+        config.baselines,
+        steps=config.steps,
+        instances=config.eval_instances,
+        trials=config.trials,
+        tune_instances=config.tune_instances,
+        storage=storage,
+        seed=config.train.seed,
+        objective=config.objective,
+        on_trial=on_trial,
+        on_stage=on_stage,
+    )
 
 
 def _resumable(config: ConcurrentConfig, out: Path | None) -> list[dict[str, Any]]:
@@ -467,12 +549,11 @@ def test_all(
     cset: ConcurrentSet,
     nets: Mapping[str, ConcurrentNet],
     problems: Mapping[str, ConcurrentProblem],
-    adam_lr: float | None,
     instances: int,
     steps: int,
     split: str = "test",
 ) -> tuple[Evaluation, dict[str, Any]]:
-    """Curves of the clean loss for each net (and Adam), and λ on the clean variant."""
+    """Curves of the clean loss for each net, and λ on the clean variant."""
     family = cset.family
     evaluation = Evaluation(family.name, family.options(), split, steps, instances)
     indices = list(range(instances))
@@ -493,13 +574,6 @@ def test_all(
                 "clean_final_step_min": float(clean[-1].min()),
                 "per_variant_final_step": lam[-1].mean(0).tolist(),
             }
-    if adam_lr is not None:
-        batch = cset.sample(split, indices)
-        evaluation.curves["adam"] = run_adam(batch, adam_lr, steps).numpy().astype(np.float64)
-        evaluation.hyperparameters["adam"] = {"lr": adam_lr, "gradient": "mean over K"}
-        start = time.perf_counter()
-        run_adam(cset.sample(split, [0]), adam_lr, 20)
-        evaluation.ms_per_step["adam"] = (time.perf_counter() - start) * 1000 / 20
     return evaluation, lambda_test
 
 
@@ -528,29 +602,3 @@ def run_concurrent(
         net, batch.init_params(), observe_and_trace, steps, record=batch.eval_loss
     )
     return curve, (torch.stack(trace) if trace else None)
-
-
-def run_adam(batch: Any, lr: float, steps: int) -> Tensor:
-    """Adam on the mean of the K gradients; clean-loss curve ``(steps + 1, B)``."""
-    theta = batch.init_params().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
-    curve = [batch.eval_loss(theta.detach())]
-    for step in range(steps):
-        _, grads = batch.grads(theta.detach(), step)
-        theta.grad = grads.mean(-1)
-        opt.step()
-        curve.append(batch.eval_loss(theta.detach()))
-    return torch.stack(curve)
-
-
-def tune_adam(cset: ConcurrentSet, lrs: Iterable[float], instances: int, steps: int) -> float:
-    """The learning rate with the lowest mean final clean loss on validation instances."""
-    batch_indices = list(range(instances))
-    best, best_lr = math.inf, None
-    for lr in lrs:
-        final = run_adam(cset.sample("validation", batch_indices), lr, steps)[-1]
-        score = float(final.mean()) if torch.isfinite(final).all() else math.inf
-        if score < best or best_lr is None:
-            best, best_lr = score, lr
-    assert best_lr is not None
-    return best_lr

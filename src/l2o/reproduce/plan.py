@@ -61,7 +61,12 @@ def plan(out: Path, quick: bool) -> list[Step]:
     tune_d_gen = (
         "--instances 8 --trials 4 --tune-instances 4" if q else ("--trials 20 --tune-instances 16")
     )
-    conc = "--set iterations=12 --set eval_instances=8 --set val_every=6" if q else ""
+    conc = (
+        "--set iterations=12 --set eval_instances=8 --set val_every=6 --set trials=4 "
+        "--set tune_instances=6"
+        if q
+        else ""
+    )
 
     # The quadratic trains in about two minutes, so even --quick trains it in full.
     steps = [
