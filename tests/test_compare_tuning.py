@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import l2o.compare.tuning as tuning
+from l2o import evaluate as evaluate_module
 from l2o.baselines import Baseline, SearchRange
 from l2o.compare.comparison import compare
 from l2o.compare.tuning import PENALTY, objective_value, redact, tune, validation_loss
@@ -159,3 +160,17 @@ def test_median_objective_is_its_own_study(tmp_path):
     assert median.record()["objective"] == "median final loss"
     with pytest.raises(ValueError, match="objective"):
         tune(family, "sgd", steps=3, trials=2, instances=3, storage=storage, objective="max")
+
+
+def test_ms_per_step_is_the_fastest_timed_run_after_a_warm_up(monkeypatch):
+    """Every ms_per_step (baselines, learned nets, concurrent nets) is the best of the timed
+    calls, the untimed ``prepare`` left out: other processes only ever add time."""
+    clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])  # timed calls of 3 s, 1 s and 2 s
+    monkeypatch.setattr(evaluate_module.time, "perf_counter", lambda: next(clock))
+    calls: list[tuple[object, int]] = []
+    prepared = iter(["warm", "a", "b", "c"])
+    ms = evaluate_module.best_ms_per_step(
+        lambda: next(prepared), lambda batch, n: calls.append((batch, n)), 10
+    )
+    assert ms == 1000.0 * 1.0 / 10
+    assert calls == [("warm", 2), ("a", 10), ("b", 10), ("c", 10)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,14 +173,23 @@ def time_per_step(
     The fastest of ``repeats`` timed runs: on a shared machine other processes only ever add
     time, so the minimum is the least contaminated estimate.
     """
+    return best_ms_per_step(lambda: family.sample(split, [0]), runner.run, steps, repeats)
+
+
+def best_ms_per_step(
+    prepare: Callable[[], Any], run: Callable[[Any, int], object], steps: int, repeats: int = 3
+) -> float:
+    """Milliseconds per step of ``run(prepare(), steps)`` (``prepare`` untimed), the fastest of
+    ``repeats`` timed calls after a 2-step warm-up: what every ``ms_per_step`` of l2o reports,
+    the concurrent nets' included."""
     best = math.inf
     with torch.no_grad():
-        runner.run(family.sample(split, [0]), 2)  # warm-up
+        run(prepare(), 2)  # warm-up
         for _ in range(max(1, repeats)):
-            batch = family.sample(split, [0])
+            batch = prepare()
             _sync_gpu()
             start = time.perf_counter()
-            runner.run(batch, steps)
+            run(batch, steps)
             _sync_gpu()  # GPU kernels run asynchronously: time them to their end
             best = min(best, time.perf_counter() - start)
     return best * 1000.0 / steps
