@@ -138,3 +138,14 @@ def test_no_baselines_means_no_tuning(tmp_path):
     results = run_experiment(config, tmp_path)
     assert set(results["optimizers"]) == {"softmax"} and results["adam_lr"] is None
     assert "tuning" not in results and not (tmp_path / "tuning.db").exists()
+
+
+def test_without_an_output_folder_the_studies_live_in_a_throw_away_file():
+    """No folder: the tuning still works over many trials (an in-memory SQLite lost its tables
+    once Optuna's heartbeat threads had taken the pool's connections: 7 baselines × 6 trials
+    failed) and leaves nothing behind."""
+    seven = "baselines=['sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop', 'adagrad']"
+    config = load_concurrent_config(None, [*TINY, seven, "trials=6"], "noise", seed=2)
+    results = run_experiment(config)
+    assert {record["new_trials"] for record in results["tuning"].values()} == {6}
+    assert len(results["tuning"]) == 7

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,10 +394,18 @@ def tune_and_test_baselines(
     """
     if not config.baselines:
         return None
-    storage = config.storage
-    if storage is None:
-        storage = "sqlite:///:memory:" if out is None else default_storage(out)
+    if config.storage is None and out is None:
+        # A throw-away file, not an in-memory SQLite: Optuna's heartbeat thread opens its own
+        # connection, and each connection to ":memory:" is a new, empty database.
+        with tempfile.TemporaryDirectory(prefix="l2o-tuning-") as scratch:
+            return _tune_and_test(config, cset, default_storage(Path(scratch)), progress)
+    storage = config.storage if config.storage is not None else default_storage(out)
+    return _tune_and_test(config, cset, storage, progress)
 
+
+def _tune_and_test(
+    config: ConcurrentConfig, cset: ConcurrentSet, storage: str, progress: Progress | None
+) -> Outcome:
     def on_trial(name: str, done: int, total: int) -> None:
         if progress is not None:
             progress(f"tune {name}", done, total, {})
