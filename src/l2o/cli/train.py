@@ -20,6 +20,7 @@ from l2o.errors import L2OError
 from l2o.meta import distributed, meta_train
 from l2o.meta.checkpoint import check_resumable
 from l2o.meta.health import check_memory
+from l2o.meta.watchdog import leave_without_teardown
 from l2o.runfolder import open_run
 from l2o.tasks import get_task
 
@@ -104,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
             distributed.init_from_env(backend)  # a torchrun launch joins its process group here
             train_and_report(config, out, folder.resume)
         folder.finish()
+    if args.workers <= 1 and torch.distributed.is_initialized():
+        # A torchrun rank leaves as the workers of --workers do: gloo's teardown can abort it.
+        torch.distributed.barrier()
+        leave_without_teardown(0)
     return 0
 
 

@@ -254,20 +254,20 @@ def _worker(
     except Exception as exc:
         traceback.print_exc()  # a bug: its traceback helps, once, from the rank it happened on
         _fail(reports, (rank, "crash", f"{type(exc).__name__}: {exc}".splitlines()[0]))
-    # Done: wait for every rank, then leave without tearing the process group down (see _leave).
+    # Done: wait for every rank, then leave without the process group's teardown (see below).
     with contextlib.suppress(Exception):
         dist.barrier()
-    _leave(0)
+    leave_without_teardown(0)
 
 
 def _fail(reports: Any, report: Report) -> None:
     """Send the report and leave at once."""
     with contextlib.suppress(Exception):
         reports.send(report)
-    _leave(1)
+    leave_without_teardown(1)
 
 
-def _leave(code: int) -> None:
+def leave_without_teardown(code: int) -> None:
     """Exit without ``destroy_process_group`` or the interpreter's shutdown.
 
     Tearing gloo down can destroy one of its C++ threads while it is still running, which
