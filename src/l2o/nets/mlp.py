@@ -213,12 +213,10 @@ class MLPOptimizer(OptimizerNet):
         lr = self.output_scale if lr is None else lr
         w = self.weights()
         out = mlp_outputs(w, x.reshape(B * D, -1), time_features(step, x))
+        update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
         if log_step is not None:
             log_step = adapted_log_step(log_step, out[:, 2].view(B, D, 1), norm)
-            update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
             update = update * log_step.squeeze(-1).exp()
-        else:
-            update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
         if spec.nominal:
             update = update - lr * adam_direction(acc, step)
         if spec.update_norm:
