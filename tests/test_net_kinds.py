@@ -16,7 +16,7 @@ from l2o.config import TrainConfig
 from l2o.errors import L2OError
 from l2o.meta import build_from_config, meta_train
 from l2o.meta.unroll import start_unroll, step_weights, task_observer, truncation_window
-from l2o.nets import NetSpec, build_net, net_names
+from l2o.nets import NetSpec, build_net, net_names, spec_from_dict
 from l2o.nets.features import TensorNorm, adam_direction, compute_features
 from l2o.tasks import get_task
 
@@ -67,6 +67,9 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({"optimizer": "mlp", "k": 3}, "k = 3 does nothing .*concurrent-softmax"),
         ({"optimizer": "mlp", "nominal": "yes"}, "nominal"),
         ({"optimizer": "lstm", "preprocess": "adamw"}, "preprocess"),
+        ({"optimizer": "rnnprop", "max_log_step": 1.0}, "set adapt_step = true"),
+        ({"optimizer": "rnnprop", "adapt_step": True, "max_log_step": -10}, "max_log_step"),
+        ({"optimizer": "lstm", "max_log_step": 1.0}, "read by: rnnprop, mlp"),
     ]:
         with pytest.raises(L2OError, match=match):
             build_net(bad)
@@ -318,6 +321,25 @@ def test_adapt_step_integrates_a_per_tensor_log_step_the_meta_gradient_reaches()
         total = total + update.square().sum()
     total.backward()
     assert net.out_bias.grad[2].abs() > 0  # s is learned through the steps it scales
+
+
+@pytest.mark.parametrize("kind", ["mlp", "rnnprop"])
+def test_max_log_step_caps_the_step_size_the_net_grows(kind) -> None:
+    """A net that always asks for a longer step stops at e^max_log_step × its plain step."""
+    capped = build_net({"optimizer": kind, "adapt_step": True, "max_log_step": 0.5}, seed=0)
+    with torch.no_grad():
+        if kind == "mlp":
+            capped.out_bias[2] = 100.0
+        else:
+            capped.step_bias.fill_(100.0)
+    grads = torch.randn(2, 16)
+    state = capped.init_state(32)
+    for step in range(10):
+        _, state = capped.step(grads, state, ((3, 4), (4,)), step)
+        expected = min(0.1 * (step + 1), 0.5)
+        torch.testing.assert_close(state[-1], torch.full((32, 1), expected), rtol=1e-5, atol=1e-5)
+    loaded = spec_from_dict(capped.arch_config())
+    assert loaded.max_log_step == 0.5  # saved with the weights
 
 
 def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:

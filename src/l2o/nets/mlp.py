@@ -64,7 +64,7 @@ PROGRESS_SCALE = 0.1  # log ρ enters as 0.1·log ρ: O(1) over the first decade
 PROGRESS_FLOOR = -5.0  # ... and no lower than −5 (ρ = e⁻⁵⁰; 0 for a tensor with no gradient yet)
 AGREEMENT_BETA = 0.9  # the EMA of the agreement the net also reads
 STEP_CHANGE = 0.1  # adapt_step: the log step size moves by at most this much per step ...
-LOG_STEP_LIMIT = 10.0  # ... and stays within e^±10 of lr
+LOG_STEP_LIMIT = 10.0  # ... and stays within e^±10 of lr (spec.max_log_step can lower the top)
 
 
 def mlp_outputs(weights: Mapping[str, Tensor], x: Tensor, time: Tensor) -> Tensor:
@@ -215,7 +215,8 @@ class MLPOptimizer(OptimizerNet):
         out = mlp_outputs(w, x.reshape(B * D, -1), time_features(step, x))
         update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
         if log_step is not None:
-            log_step = adapted_log_step(log_step, out[:, 2].view(B, D, 1), norm)
+            change = out[:, 2].view(B, D, 1)
+            log_step = adapted_log_step(log_step, change, norm, spec.max_log_step)
             update = update * log_step.squeeze(-1).exp()
         if spec.nominal:
             update = update - lr * adam_direction(acc, step)
@@ -241,15 +242,18 @@ class MLPOptimizer(OptimizerNet):
         return update, new_state
 
 
-def adapted_log_step(log_step: Tensor, change: Tensor, norm: TensorNorm) -> Tensor:
+def adapted_log_step(
+    log_step: Tensor, change: Tensor, norm: TensorNorm, upper: float = LOG_STEP_LIMIT
+) -> Tensor:
     """The new per-tensor log step size ``(B, D, 1)``: the old one moved by
-    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within ±``LOG_STEP_LIMIT``.
+    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within
+    [−``LOG_STEP_LIMIT``, ``upper``].
 
     The net integrates its own step size, as a hypergradient method does (Baydin et al. 2018),
     so it can settle on each instance's curvature instead of a step fixed by its lr.
     """
     moved = log_step + STEP_CHANGE * torch.tanh(norm.mean(change))
-    return moved.clamp(-LOG_STEP_LIMIT, LOG_STEP_LIMIT)
+    return moved.clamp(-LOG_STEP_LIMIT, upper)
 
 
 def step_agreement(

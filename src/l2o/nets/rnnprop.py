@@ -100,7 +100,9 @@ class RNNpropOptimizer(LSTMOptimizer):
         if adapt:
             change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
             norm = tensor_norm(layout, D, grads.device)
-            log_step = adapted_log_step(state[-1].view(B, D, 1), change, norm)
+            log_step = adapted_log_step(
+                state[-1].view(B, D, 1), change, norm, self.spec.max_log_step
+            )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))
         if self.spec.skip_zero_grad:

@@ -50,6 +50,7 @@ class NetSpec:
     progress_feature: bool = False  # also read log(RMS(m̂_0.9) / its peak): how far g has fallen
     agreement_feature: bool = False  # also read cos(−g_t, last update) per tensor and its EMA
     adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
+    max_log_step: float = 10.0  # adapt_step: the log step size stays ≤ this (and ≥ −10)
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -80,6 +81,9 @@ class NetSpec:
         _positive(self, "logit_scale")
         _number(self, "step_alpha")
         _number(self, "trim")
+        _number(self, "max_log_step")
+        if not -10.0 < self.max_log_step <= 10.0:
+            raise L2OError(f"max_log_step must be in (-10, 10], got {self.max_log_step}")
         for key in _BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -98,6 +102,8 @@ class NetSpec:
                     f"{self.optimizer!r} (read by: {', '.join(readers) or 'no kind'}); remove it "
                     "or choose one of those kinds"
                 )
+        if self.max_log_step != 10.0 and not self.adapt_step:
+            raise L2OError("max_log_step bounds the step size of adapt_step: set adapt_step = true")
         for key in ("nominal", "grad_scale", "progress_feature", "agreement_feature"):
             if getattr(self, key) and self.preprocess != "adam":
                 raise L2OError(f"{key} = true needs preprocess = 'adam' (it reuses its moments)")
