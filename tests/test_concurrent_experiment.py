@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,6 +82,16 @@ def test_config_splits_concurrent_and_training_keys():
         load_concurrent_config(None, [], "noise", combiner="best")
     with pytest.raises(L2OError, match="unknown config key"):
         load_concurrent_config(None, ["horizn=7"], "noise")
+
+
+def test_plain_noise_run_trains_as_the_noise_config():
+    # `l2o concurrent noise` with no options is the README's noise row: the same meta-training
+    # and the same checkpoint selection (val_every) as configs/concurrent-noise.toml
+    path = Path(__file__).parents[1] / "configs" / "concurrent-noise.toml"
+    plain = load_concurrent_config(None, [], "noise").train.to_dict()
+    filed = load_concurrent_config(path, [], "noise").train.to_dict()
+    keys = ("batch_size", "horizon", "truncation", "iterations", "val_every", "val_instances")
+    assert {k: plain[k] for k in keys} == {k: filed[k] for k in keys}
 
 
 @pytest.mark.parametrize(

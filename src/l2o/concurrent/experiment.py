@@ -168,7 +168,7 @@ CONCURRENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "horizon": 100,
         "truncation": 20,
         "iterations": 100,
-        "val_every": 25,
+        "val_every": 5,
         "val_instances": 32,
         "checkpoint_every": 25,
     },
