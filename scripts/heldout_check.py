@@ -127,9 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         best_adam = {
             m: min(statistics.median(r[m] for r in runs) for runs in adam.values()) for m in marks
         }
+        # the rise of Adam at the lr best at the last step: what a tuned Adam's curve looks like
+        final_lr = min(adam, key=lambda lr: statistics.median(r[args.steps] for r in adam[lr]))
+        adam_rise = max(largest_rise(r) for r in adam[final_lr])
         line = "  ".join(f"{m}: {best_adam[m]:.3g}" for m in marks)
-        print(f"  Adam (best lr per step count)  {line}")
-        results[problem.name] = {"adam": best_adam}
+        print(
+            f"  Adam (best lr per step count)  {line}  largest rise {adam_rise:.3g} (lr {final_lr})"
+        )
+        results[problem.name] = {"adam": best_adam, "adam_largest_rise": adam_rise}
         for name in args.optimizers:
             net = load(name)
             runs = [
