@@ -8,9 +8,10 @@ A training step is forward, backward and the optimizer step on a minibatch of 12
 features. Three models: the digits MLP (64 → 20 → 10, sigmoid; 1,510 parameters), a ~100k-
 parameter MLP (64 → 300 → 256 → 10, ReLU; 99,126) and a ~1M one (64 → 1000 → 900 → 10;
 975,910). For each learned-optimizer kind (``--kinds``: fresh networks of the default size of
-each kind; weights do not change the cost) and Adam, the optimizers alternate in rounds so that
-load from other processes hits them alike; each figure is the median over rounds of the mean
-time per step. The optimizer step alone is timed too. The last line is one JSON object.
+each kind, weights do not change the cost; a pretrained name times that network) and Adam, the
+optimizers alternate in rounds so that load from other processes hits them alike; each figure
+is the median over rounds of the mean time per step. The optimizer step alone is timed too. The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def compare(
         "adam": lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)
     }
     for kind in kinds:
-        net = l2o.build_net({"optimizer": kind}, seed=0).to(device)
+        shipped = kind in l2o.pretrained.names()  # a pretrained name: that exact network
+        net = l2o.pretrained(kind) if shipped else l2o.build_net({"optimizer": kind}, seed=0)
+        net = net.to(device)
         makers[kind] = lambda m, net=net: l2o.LearnedOptimizer(m.parameters(), net)
     models = {k: mlp(sizes, activation).to(device) for k in makers}
     opts = {k: makers[k](m) for k, m in models.items()}
@@ -115,7 +118,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40, help="steps per round per optimizer")
-    parser.add_argument("--kinds", default="lstm,mlp,rnnprop", help="comma-separated net kinds")
+    parser.add_argument(
+        "--kinds",
+        default="lstm,mlp,rnnprop",
+        help="comma-separated net kinds (fresh networks) or pretrained names (e.g. general)",
+    )
     parser.add_argument("--sizes", default="1.5k,100k,1M", help=f"of {', '.join(MODELS)}")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
