@@ -135,12 +135,12 @@ def main() -> None:
         scale = {"1.5k": 1, "100k": 4, "1M": 20}[size] if args.device == "cpu" else 1
         steps = max(args.steps // scale, 2)
         results.append(compare(name, sizes, activation, kinds, args.rounds, steps, args.device))
-    print(f"{'model':<12}{'params':>9}{'kind':>9}{'adam ms':>10}{'l2o ms':>10}{'ratio':>8}"
+    print(f"{'model':<12}{'params':>9}{'kind':>14}{'adam ms':>10}{'l2o ms':>10}{'ratio':>8}"
           f"{'step ratio':>12}")  # fmt: skip
     for r in results:
         for kind, k in r["kinds"].items():
             print(
-                f"{r['model']:<12}{r['parameters']:>9}{kind:>9}{r['adam_ms_per_step']:>10.3f}"
+                f"{r['model']:<12}{r['parameters']:>9}{kind:>14}{r['adam_ms_per_step']:>10.3f}"
                 f"{k['ms_per_step']:>10.3f}{k['ratio']:>8.2f}{k['optimizer_step_ratio']:>12.1f}"
             )
     print(
