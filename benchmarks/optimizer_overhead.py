@@ -128,6 +128,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     kinds = args.kinds.split(",")
+    known = [*l2o.nets.net_names(), *l2o.pretrained.names()]
+    for bad, allowed in [
+        (set(kinds) - set(known), known),
+        (set(args.sizes.split(",")) - set(MODELS), MODELS),
+    ]:
+        if bad:
+            parser.error(f"unknown {', '.join(sorted(bad))}; known: {', '.join(allowed)}")
     results = []
     for size in args.sizes.split(","):
         name, sizes, activation = MODELS[size]

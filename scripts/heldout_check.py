@@ -29,6 +29,7 @@ from sklearn import datasets
 from torch import nn
 
 import l2o
+from l2o.errors import L2OError
 from l2o.resolve import load
 
 ADAM_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--json", help="write every curve's checkpoints here")
     args = parser.parse_args(argv)
+    if args.steps < CHECKPOINTS[0] or args.seeds < 1:
+        parser.error(f"--steps must be at least {CHECKPOINTS[0]} and --seeds at least 1")
+    try:
+        nets = {name: load(name) for name in args.optimizers}
+    except L2OError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(1)
     marks = [s for s in CHECKPOINTS if s <= args.steps]
     results: dict = {}
@@ -135,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  Adam (best lr per step count)  {line}  largest rise {adam_rise:.3g} (lr {final_lr})"
         )
         results[problem.name] = {"adam": best_adam, "adam_largest_rise": adam_rise}
-        for name in args.optimizers:
-            net = load(name)
+        for name, net in nets.items():
             runs = [
                 curve(problem, s, args.steps, lambda p, net=net: l2o.LearnedOptimizer(p, net=net))
                 for s in range(args.seeds)

@@ -52,7 +52,7 @@ from l2o.nets.features import (
     state_size,
     time_features,
 )
-from l2o.nets.spec import NetSpec
+from l2o.nets.spec import LOG_STEP_LIMIT, NetSpec
 from l2o.tasks.base import Layout
 
 ADAM_FEATURE = 8  # index of m_0.9/√v in the adam feature set: the skip path's starting direction
@@ -63,8 +63,7 @@ MAX_LOG_SCALE = 5.0  # exp(α·m) is capped at e⁵ ≈ 148: one bad input canno
 PROGRESS_SCALE = 0.1  # log ρ enters as 0.1·log ρ: O(1) over the first decades of descent
 PROGRESS_FLOOR = -5.0  # ... and no lower than −5 (ρ = e⁻⁵⁰; 0 for a tensor with no gradient yet)
 AGREEMENT_BETA = 0.9  # the EMA of the agreement the net also reads
-STEP_CHANGE = 0.1  # adapt_step: the log step size moves by at most this much per step ...
-LOG_STEP_LIMIT = 10.0  # ... and stays within e^±10 of lr (spec.max_log_step can lower the top)
+STEP_CHANGE = 0.1  # adapt_step: the log step size moves by at most this much per step
 
 
 def mlp_outputs(weights: Mapping[str, Tensor], x: Tensor, time: Tensor) -> Tensor:
@@ -242,9 +241,7 @@ class MLPOptimizer(OptimizerNet):
         return update, new_state
 
 
-def adapted_log_step(
-    log_step: Tensor, change: Tensor, norm: TensorNorm, upper: float = LOG_STEP_LIMIT
-) -> Tensor:
+def adapted_log_step(log_step: Tensor, change: Tensor, norm: TensorNorm, upper: float) -> Tensor:
     """The new per-tensor log step size ``(B, D, 1)``: the old one moved by
     ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within
     [−``LOG_STEP_LIMIT``, ``upper``].

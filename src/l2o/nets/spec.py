@@ -29,6 +29,7 @@ from torch import nn
 from l2o.errors import L2OError
 
 FEATURE_SETS = ("log_sign", "none", "adam", "rnnprop")
+LOG_STEP_LIMIT = 10.0  # adapt_step: the log step size stays within ±this (max_log_step: the top)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class NetSpec:
     progress_feature: bool = False  # also read log(RMS(m̂_0.9) / its peak): how far g has fallen
     agreement_feature: bool = False  # also read cos(−g_t, last update) per tensor and its EMA
     adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
-    max_log_step: float = 10.0  # adapt_step: the log step size stays ≤ this (and ≥ −10)
+    max_log_step: float = LOG_STEP_LIMIT  # adapt_step: the log step size stays ≤ this
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -82,8 +83,11 @@ class NetSpec:
         _number(self, "step_alpha")
         _number(self, "trim")
         _number(self, "max_log_step")
-        if not -10.0 < self.max_log_step <= 10.0:
-            raise L2OError(f"max_log_step must be in (-10, 10], got {self.max_log_step}")
+        if not -LOG_STEP_LIMIT < self.max_log_step <= LOG_STEP_LIMIT:
+            raise L2OError(
+                f"max_log_step must be in (-{LOG_STEP_LIMIT:g}, {LOG_STEP_LIMIT:g}], "
+                f"got {self.max_log_step}"
+            )
         for key in _BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -102,7 +106,7 @@ class NetSpec:
                     f"{self.optimizer!r} (read by: {', '.join(readers) or 'no kind'}); remove it "
                     "or choose one of those kinds"
                 )
-        if self.max_log_step != 10.0 and not self.adapt_step:
+        if self.max_log_step != LOG_STEP_LIMIT and not self.adapt_step:
             raise L2OError("max_log_step bounds the step size of adapt_step: set adapt_step = true")
         for key in ("nominal", "grad_scale", "progress_feature", "agreement_feature"):
             if getattr(self, key) and self.preprocess != "adam":
