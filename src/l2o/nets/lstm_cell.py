@@ -292,8 +292,9 @@ class WindowTape:
         d_state: list[Tensor | None] = [None] * (2 * layers)
         out_weight = self.weights[0]
         for t in reversed(range(len(self.steps))):
-            saved, grads, scale = self.steps[t]
-            grad, weight, divisor = self.terms[t]
+            # each step's tensors let go once used, as autograd frees a node's (peak memory)
+            saved, grads, scale = self.steps.pop()
+            grad, weight, divisor = self.terms.pop()
             # as autograd differentiates w·(g·θ).sum()/B and θ_{t+1} = θ_t + update_t
             here = grad * ((d_objective / divisor) * weight)
             d_theta = here if d_theta is None else here + d_theta
@@ -325,6 +326,8 @@ class _Window(torch.autograd.Function):
     def backward(ctx, d_objective: Tensor):
         if torch.is_grad_enabled():
             raise RuntimeError("a window on the C loops has no double backward")
+        if not ctx.tape.steps:
+            raise RuntimeError("a window's backward runs once (its tensors are freed)")
         return (None, None, *ctx.tape.backward(d_objective))
 
 
