@@ -12,6 +12,10 @@ For float32 on the CPU the elementwise work of each direction runs as one C loop
 (:mod:`l2o.nets.native`, built on first use) instead of ~15 kernels: the same maths to float
 tolerance (tested), deterministic run to run. Without a C compiler, for other dtypes and
 devices, and for double backward, the eager code below runs.
+
+Meta-training's first-order windows of the plain LSTM go one step further: :class:`WindowTape`
+records a window's steps on the C loops without a node per step and differentiates the whole
+window as one node.
 """
 
 from __future__ import annotations
