@@ -18,8 +18,9 @@ meta-update all included. Printed:
 - the machine's own limit: the fp32 GEMM rate of the unroll's own shapes (B·d = 1280 rows by
   40 by 80 = 4H, the second layer's packed matmul) on one thread, in the same run, and the
   unroll's useful FLOP rate: the LSTM's matmul FLOPs per coordinate-step (forward, and backward
-  for inputs and weights: 6 FLOPs per weight) times coordinate-steps/s. ``fraction_of_gemm`` is
-  their ratio; the rest of the time goes to elementwise kernels and per-kernel dispatch.
+  for inputs and weights: 6 FLOPs per weight, less the input gradients nothing needs) times
+  coordinate-steps/s. ``fraction_of_gemm`` is their ratio; the rest of the time goes to
+  elementwise kernels and per-kernel dispatch.
 - with ``--device cuda``: the same on the GPU at ``--batches`` (default B = 128 and 8,192) and,
   with ``--largest``, doubling B until it no longer fits, each against the GPU's GEMM rate of
   the same rows; the CPU numbers of the same run stay first.
@@ -109,14 +110,24 @@ def gemm_gflops(
     return 2 * rows * inner * cols * calls / best / 1e9
 
 
-def flops_per_coordinate_step(net: nn.Module) -> int:
+def flops_per_coordinate_step(net: nn.Module, truncation: int = TRUNCATION) -> int:
     """The network's matmul FLOPs for one coordinate and one step, forward and backward.
 
     Every weight is one multiply-add (2 FLOPs) in the forward pass and two in the backward pass
-    (the gradient with respect to the layer's input and to the weight): 6 FLOPs per weight.
-    Biases and elementwise gate arithmetic are not counted (not matmul work).
+    (the gradient with respect to the layer's input and to the weight): 6 FLOPs per weight, less
+    the input gradients the backward never computes because nothing needs them: the first
+    layer's rows for the features (constants) at every step, and every layer's rows for the
+    recurrent h at a window's first step (the state a window starts from is a constant). Biases
+    and elementwise gate arithmetic are not counted (not matmul work).
     """
-    return 6 * sum(p.numel() for name, p in net.named_parameters() if name.endswith("weight"))
+    weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
+    total = 6 * sum(p.numel() for p in weights)
+    cells = [p for name, p in net.named_parameters() if name.startswith("cell") and p.dim() == 2]
+    if cells:  # the LSTM's packed (in + H, 4H) matrices
+        hidden = cells[0].shape[1] // 4
+        total -= 2 * (cells[0].shape[0] - hidden) * 4 * hidden  # the features' rows
+        total -= 2 * sum(hidden * c.shape[1] for c in cells) // truncation  # h at a window start
+    return total
 
 
 class ReferenceLSTM(nn.Module):

@@ -11,8 +11,10 @@ import torch
 
 from l2o.config import TrainConfig
 from l2o.meta.train import meta_train
-from l2o.nets import LSTMOptimizer, log_sign, lstm_update, native
+from l2o.meta.unroll import start_unroll, step_weights, task_observer, truncation_window
+from l2o.nets import LSTMOptimizer, NetSpec, build_net, log_sign, lstm_update, native
 from l2o.nets.lstm_cell import LSTMLayer
+from l2o.tasks import get_task
 
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler here")
 
@@ -272,3 +274,50 @@ def test_no_coordinates_at_all():
     update, new = lstm_update(net.weights(), net.features(grads), tuple(state), 0.1, grads)
     torch.autograd.backward([update, *new], [torch.zeros(0), *(torch.zeros(0, 20),) * 4])
     assert update.shape == (0,) and float(net.cell1_bias.grad.abs().sum()) == 0.0
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("B", "log_loss", "kind"), [(128, False, "uniform"), (3, True, "increasing")]
+)
+def test_a_window_as_one_node_gives_the_per_step_gradients_to_the_bit(
+    monkeypatch, B, log_loss, kind
+):
+    """First-order windows on the tape (one autograd node) against a node per step: the same
+    objectives, losses, θ and meta-gradients, bit for bit, over windows carried one to the next."""
+    net = LSTMOptimizer(seed=1)
+    batch = get_task("quadratic").sample("train", range(B))
+    observe = task_observer(batch)
+    start = start_unroll(net, batch.init_params(), observe, batch.layout)
+
+    def run(tape: bool) -> list[torch.Tensor]:
+        if not tape:
+            monkeypatch.setattr(net, "window_tape", lambda theta: None)
+        net.zero_grad(set_to_none=True)
+        state, out = start, []
+        for _ in range(3):
+            objective, losses, end = truncation_window(
+                net, state, observe, 7, step_weights(kind, 21), batch, log_loss=log_loss
+            )
+            assert (type(objective.grad_fn).__name__ == "_WindowBackward") == tape
+            objective.backward()
+            out += [objective.detach(), losses, end.theta.detach(), *end.state]
+            state = end.detach()
+        return out + [p.grad.clone() for p in net.parameters()]
+
+    on_tape = run(True)
+    for i, (a, b) in enumerate(zip(run(False), on_tape)):  # (the node per step: patched after)
+        assert torch.equal(a, b), i
+
+
+@needs_native
+def test_no_tape_where_the_window_is_not_plain_first_order_lstm():
+    net, theta = LSTMOptimizer(seed=0), torch.zeros(2, 5)
+    assert net.window_tape(theta) is not None
+    with torch.no_grad():
+        assert net.window_tape(theta) is None  # nothing to differentiate
+    assert net.window_tape(torch.zeros(1, native.CHUNK + 1)) is None  # rows split over threads
+    assert net.window_tape(theta.double()) is None
+    with native.disabled():
+        assert net.window_tape(theta) is None
+    assert build_net(NetSpec(optimizer="rnnprop")).window_tape(theta) is None  # its own step

@@ -71,10 +71,13 @@ def apply_net(
     layout: Layout | None = None,
     step: int = 0,
     theta: Tensor | None = None,
+    tape: object | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The network on every coordinate of every instance: inputs (B, D, ...) → update (B, D)."""
     if getattr(net, "needs_params", False):
         return net.step(inputs, state, layout, step, params=theta.detach())
+    if tape is not None:
+        return net.step(inputs, state, layout, step, tape=tape)
     return net.step(inputs, state, layout, step)
 
 
@@ -113,18 +116,23 @@ def truncation_window(
         ``(objective, losses, end)``: a scalar to backpropagate (its gradient is the window's
         meta-gradient), the losses ``(steps, B)`` of θ_{t+1} after each step (no graph), and
         the state at the end of the window (still attached to the graph: detach before the
-        next window).
+        next window; where the network differentiates the window as one node, see
+        :meth:`~l2o.nets.base.OptimizerNet.window_tape`, only the objective has a graph).
     """
     theta, inputs, state, step = start.theta, start.inputs, start.state, start.step
     objective = theta.new_zeros(())
     losses = []
+    tape = None
+    constants = not theta.requires_grad and not any(s.requires_grad for s in state)
+    if not second_order and constants and hasattr(net, "window_tape"):
+        tape = net.window_tape(theta)
     if second_order:
         if batch is None:
             raise ValueError("second_order needs the task batch's differentiable loss")
         theta = theta.detach().requires_grad_(True)
         inputs = _grad_with_graph(batch, theta, step)
     for _ in range(steps):
-        update, state = apply_net(net, inputs, state, start.layout, step, theta)
+        update, state = apply_net(net, inputs, state, start.layout, step, theta, tape)
         theta = theta + update
         step += 1
         w = weights[step - 1]
@@ -138,8 +146,13 @@ def truncation_window(
             loss, grad, inputs = observe(theta.detach(), step)
             if log_loss:  # ∇ log f = ∇f / f
                 grad = grad / loss.clamp_min(LOG_FLOOR).view(-1, *([1] * (grad.dim() - 1)))
-            objective = objective + w * (grad * theta).sum() / scalar(theta.shape[0], theta)
+            divisor = scalar(theta.shape[0], theta)
+            objective = objective + w * (grad * theta).sum() / divisor
+            if tape is not None:
+                tape.term(grad, w, divisor)
         losses.append(loss)
+    if tape is not None:
+        objective = tape.attach(objective)
     return objective, torch.stack(losses), UnrollState(theta, inputs, state, step, start.layout)
 
 

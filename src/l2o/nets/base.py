@@ -76,6 +76,11 @@ class OptimizerNet(nn.Module):
     ) -> tuple[Tensor, State]:
         raise NotImplementedError
 
+    def window_tape(self, theta: Tensor) -> Any:
+        """A recorder that differentiates a first-order truncation window from ``theta`` as one
+        node (:meth:`step` then takes it as ``tape=``), or ``None``: a node per step."""
+        return None
+
     def arch_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this network (saved with the weights)."""
         return self.spec.arch_config()

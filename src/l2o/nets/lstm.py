@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from l2o.nets import native
 from l2o.nets.base import OptimizerNet, State, tensor_norm
 from l2o.nets.features import compute_features, feature_count, state_size
-from l2o.nets.lstm_cell import LSTMStack, stack_update
+from l2o.nets.lstm_cell import LSTMStack, WindowTape, stack_update
 from l2o.nets.preprocess import preprocess
 from l2o.nets.spec import NetSpec
 from l2o.tasks.base import Layout
@@ -30,6 +30,7 @@ def lstm_update(
     state: State,
     output_scale: float,
     grads: Tensor | None = None,
+    tape: WindowTape | None = None,
 ) -> tuple[Tensor, State]:
     """One step of the stacked LSTM for n coordinates at once.
 
@@ -41,6 +42,8 @@ def lstm_update(
         output_scale: multiplies the linear output.
         grads: ``(n,)``; where given, a coordinate whose gradient is exactly 0 gets update 0
             (it does not move).
+        tape: records the step for a whole window's backward instead of making a node (see
+            :class:`~l2o.nets.lstm_cell.WindowTape`).
 
     Returns:
         The update ``(n,)`` (θ ← θ + update) and the new state.
@@ -50,7 +53,12 @@ def lstm_update(
     out_weight, out_bias = weights["out.weight"], weights["out.bias"]
     given = [t for t in (grads, out_weight, out_bias) if t is not None]
     # float32 on the CPU: one autograd node on the C loops; else layer by layer in PyTorch.
-    step = LSTMStack.apply if native.usable(features, *state, *stacked, *given) else stack_update
+    fused = native.usable(features, *state, *stacked, *given)
+    step = LSTMStack.apply if fused else stack_update
+    if tape is not None:
+        if not fused:
+            raise ValueError("a window tape records steps on the C loops: float32 CPU tensors")
+        step = tape.step
     update, *new_state = step(features, grads, out_weight, out_bias, output_scale, *state, *stacked)
     return update, tuple(new_state)
 
@@ -177,14 +185,29 @@ class LSTMOptimizer(OptimizerNet):
         layout: Layout | None = None,
         step: int = 0,
         lr: float | None = None,
+        tape: WindowTape | None = None,
     ) -> tuple[Tensor, State]:
         B, D = grads.shape[:2]
         x, state = self.inputs(grads, state, layout, step)
         skip = 1 if state_size(self.preprocess) else 0
         scale = self.output_scale if lr is None else lr
         flat = grads.reshape(B * D) if self.spec.skip_zero_grad and grads.dim() == 2 else None
-        update, lstm_state = lstm_update(self.weights(), x, state[skip:], scale, flat)
+        update, lstm_state = lstm_update(self.weights(), x, state[skip:], scale, flat, tape)
         return update.view(B, D), (*state[:skip], *lstm_state)
+
+    def window_tape(self, theta: Tensor) -> WindowTape | None:
+        """A tape for a first-order window from ``theta`` ``(B, D)``, where one applies: this
+        class's own features and step (a subclass may read its weights elsewhere), weights that
+        need a gradient, float32 on the CPU and one chunk of rows (see
+        :class:`~l2o.nets.lstm_cell.WindowTape`)."""
+        own = all(
+            getattr(type(self), name) is getattr(LSTMOptimizer, name)
+            for name in ("step", "inputs", "features")
+        )
+        weights = list(self.weights().values())
+        applies = own and native.usable(theta, *weights) and native.whole_layers(theta.numel())
+        trained = torch.is_grad_enabled() and all(w.requires_grad for w in weights)
+        return WindowTape() if applies and trained else None
 
     def forward(self, grad: Tensor, state: State) -> tuple[Tensor, State]:
         """One step for ``n`` coordinates of one tensor: ``grad`` ``(n, ...)``."""

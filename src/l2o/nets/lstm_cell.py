@@ -12,6 +12,10 @@ For float32 on the CPU the elementwise work of each direction runs as one C loop
 (:mod:`l2o.nets.native`, built on first use) instead of ~15 kernels: the same maths to float
 tolerance (tested), deterministic run to run. Without a C compiler, for other dtypes and
 devices, and for double backward, the eager code below runs.
+
+Meta-training's first-order windows of the plain LSTM go one step further: :class:`WindowTape`
+records a window's steps on the C loops without a node per step and differentiates the whole
+window as one node.
 """
 
 from __future__ import annotations
@@ -109,6 +113,85 @@ def lstm_layer(
     return LSTMLayer.apply(x, h, c, weight, bias)
 
 
+def _stack_forward(
+    x: Tensor,
+    grads: Tensor | None,
+    out_weight: Tensor,
+    out_bias: Tensor,
+    scale: float,
+    tensors: tuple[Tensor, ...],
+    whole: bool,
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The stack's step on the C loops: ``(update, new state, what the backward reads)``, each
+    layer in one C call (its matmuls included) when ``whole``, else with torch's matmuls."""
+    layers = len(tensors) // 4
+    state, weights = tensors[: 2 * layers], tensors[2 * layers :]
+    saved: list[Tensor] = []
+    new_state: list[Tensor] = []
+    inputs = x
+    for layer in range(layers):
+        h, c = state[2 * layer], state[2 * layer + 1]
+        weight, bias = weights[2 * layer], weights[2 * layer + 1]
+        gate_scale, _ = _scales(h.shape[1], h)
+        if whole:
+            inputs, c_new, tanh_c, xh, gates = native.layer_forward(
+                inputs, h, c, weight, bias, gate_scale
+            )
+        else:
+            xh = torch.cat((inputs, h), dim=1)
+            gates = xh @ weight
+            inputs, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
+        saved += [xh, gates, c, tanh_c, weight]
+        new_state += [inputs, c_new]
+    update = native.output(inputs, out_weight, out_bias, scale, grads)
+    return update, new_state, [*saved, inputs]
+
+
+def _stack_backward(
+    saved: tuple[Tensor, ...] | list[Tensor],
+    grads: Tensor | None,
+    out_weight: Tensor,
+    scale: float,
+    whole: bool,
+    d_update: Tensor | None,
+    d_state: tuple[Tensor | None, ...] | list[Tensor | None],
+    need_x: bool,
+    need_state: tuple[bool, ...] | list[bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, list, list]:
+    """:func:`_stack_forward`'s backward: the gradients of the input features (``None`` unless
+    ``need_x``), of the output's weight and bias, of the state (``None`` where ``need_state``
+    is false) and of the layers' weights and biases."""
+    layers = len(d_state) // 2
+    h_top = saved[5 * layers]
+    d_out = d_out_weight = d_out_bias = None
+    if d_update is not None:
+        d_out, d_out_weight, d_out_bias = native.output_backward(d_update, scale, grads, h_top)
+    d_states: list[Tensor | None] = [None] * (2 * layers)
+    d_weights: list[Tensor | None] = [None] * (2 * layers)
+    from_above = None  # the gradient of this layer's h from the layer above
+    step = native.layer_backward if whole else _layer_backward
+    for layer in reversed(range(layers)):
+        xh, gates, c, tanh_c, weight = saved[5 * layer : 5 * layer + 5]
+        top = layer == layers - 1
+        d_x, d_h, dc_prev, d_weights[2 * layer], d_weights[2 * layer + 1] = step(
+            *d_state[2 * layer : 2 * layer + 2],
+            gates,
+            c,
+            tanh_c,
+            xh,
+            weight,
+            layer > 0 or need_x,
+            need_state[2 * layer],
+            dh2=from_above,
+            d_out=d_out if top else None,
+            w_out=out_weight if top else None,
+        )
+        d_states[2 * layer] = d_h
+        d_states[2 * layer + 1] = dc_prev if need_state[2 * layer + 1] else None
+        from_above = d_x
+    return from_above, d_out_weight, d_out_bias, d_states, d_weights
+
+
 class LSTMStack(torch.autograd.Function):
     """The stacked layers and the linear output in one node, on the C loops (float32 CPU).
 
@@ -131,70 +214,125 @@ class LSTMStack(torch.autograd.Function):
         scale: float,
         *tensors: Tensor,
     ):
-        layers = len(tensors) // 4
-        state, weights = tensors[: 2 * layers], tensors[2 * layers :]
-        saved: list[Tensor] = []
-        new_state: list[Tensor] = []
-        inputs = x
         # each layer in one C call, its matmuls included, when torch's sgemm_ is at hand
-        whole = ctx.whole = native.whole_layers(x.shape[0])
-        for layer in range(layers):
-            h, c = state[2 * layer], state[2 * layer + 1]
-            weight, bias = weights[2 * layer], weights[2 * layer + 1]
-            gate_scale, _ = _scales(h.shape[1], h)
-            if whole:
-                inputs, c_new, tanh_c, xh, gates = native.layer_forward(
-                    inputs, h, c, weight, bias, gate_scale
-                )
-            else:
-                xh = torch.cat((inputs, h), dim=1)
-                gates = xh @ weight
-                inputs, c_new, tanh_c = native.forward(gates, bias, gate_scale, c)
-            saved += [xh, gates, c, tanh_c, weight]
-            new_state += [inputs, c_new]
-        update = native.output(inputs, out_weight, out_bias, scale, grads)
-        ctx.save_for_backward(*saved, inputs, x, grads, out_weight, out_bias, *tensors)
-        ctx.scale, ctx.layers = scale, layers
+        ctx.whole = native.whole_layers(x.shape[0])
+        update, new_state, saved = _stack_forward(
+            x, grads, out_weight, out_bias, scale, tensors, ctx.whole
+        )
+        ctx.save_for_backward(*saved, x, grads, out_weight, out_bias, *tensors)
+        ctx.scale, ctx.layers = scale, len(tensors) // 4
         return (update, *new_state)
 
     @staticmethod
     def backward(ctx, d_update: Tensor | None, *d_state: Tensor | None):
         layers, needs = ctx.layers, ctx.needs_input_grad
-        saved = ctx.saved_tensors
-        h_top, _, grads, out_weight = saved[5 * layers : 5 * layers + 4]
         if torch.is_grad_enabled():  # create_graph: differentiate the eager step instead
             return _differentiable_backward(ctx, (d_update, *d_state))
-        d_out = d_out_weight = d_out_bias = None
-        if d_update is not None:
-            d_out, d_out_weight, d_out_bias = native.output_backward(
-                d_update, ctx.scale, grads, h_top
+        saved = ctx.saved_tensors
+        grads, out_weight = saved[5 * layers + 2 : 5 * layers + 4]
+        d_x, d_out_weight, d_out_bias, d_states, d_weights = _stack_backward(
+            saved, grads, out_weight, ctx.scale, ctx.whole, d_update, d_state, needs[0], needs[5:]
+        )
+        return (d_x, None, d_out_weight, d_out_bias, None, *d_states, *d_weights)
+
+
+class WindowTape:
+    """A truncation window's LSTM steps on the C loops, differentiated as one autograd node.
+
+    Per step, :class:`LSTMStack` costs an autograd node, a Python backward call and the engine's
+    sums of every weight's gradient; at 1,280 coordinates that is about a third of the step. In
+    first-order meta-training the window's objective is Σ_t w_t·⟨∇f(θ_{t+1}), θ_{t+1}⟩ / B with
+    θ_{t+1} = θ_t + update_t, so its gradient with respect to update_t is known in closed form:
+    Σ_{s ≥ t} w_s·∇f(θ_{s+1}) / B. The tape runs each step without a graph (:meth:`step`),
+    records each term's gradient (:meth:`term`), and :meth:`attach` returns the objective as
+    one node whose backward runs the steps' backwards in a loop, in the same order and with the
+    same C calls as the per-step nodes: the same gradients, to the last bit (tested).
+
+    Made by :meth:`l2o.nets.LSTMOptimizer.window_tape` where it applies: the weights are the
+    only inputs that need a gradient (θ, the features and the state the window starts from are
+    constants), float32 on the CPU, one chunk of rows.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[list[Tensor], Tensor | None, float]] = []
+        self.terms: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.weights: tuple[Tensor, ...] = ()
+
+    def step(
+        self,
+        x: Tensor,
+        grads: Tensor | None,
+        out_weight: Tensor,
+        out_bias: Tensor,
+        scale: float,
+        *tensors: Tensor,
+    ) -> tuple[Tensor, ...]:
+        """:class:`LSTMStack`'s forward, recorded here instead of in a node: ``(update, *state)``
+        without a graph."""
+        layers = len(tensors) // 4
+        self.weights = (out_weight, out_bias, *tensors[2 * layers :])
+        with torch.no_grad():
+            update, new_state, saved = _stack_forward(
+                x, grads, out_weight, out_bias, scale, tensors, True
             )
-        d_states: list[Tensor | None] = [None] * (2 * layers)
-        d_weights: list[Tensor | None] = [None] * (2 * layers)
-        from_above = None  # the gradient of this layer's h from the layer above
-        for layer in reversed(range(layers)):
-            xh, gates, c, tanh_c, weight = saved[5 * layer : 5 * layer + 5]
-            top = layer == layers - 1
-            need_x = layer > 0 or needs[0]
-            need_h = needs[5 + 2 * layer]
-            step = native.layer_backward if ctx.whole else _layer_backward
-            d_x, d_h, dc_prev, d_weights[2 * layer], d_weights[2 * layer + 1] = step(
-                *d_state[2 * layer : 2 * layer + 2],
-                gates,
-                c,
-                tanh_c,
-                xh,
-                weight,
-                need_x,
-                need_h,
-                dh2=from_above,
-                d_out=d_out if top else None,
-                w_out=out_weight if top else None,
+        self.steps.append((saved, grads, scale))
+        return (update, *new_state)
+
+    def term(self, grad: Tensor, weight: Tensor, divisor: Tensor) -> None:
+        """The objective gained ``weight · ⟨grad, θ⟩ / divisor`` at θ after the last step."""
+        self.terms.append((grad, weight, divisor))
+
+    def attach(self, objective: Tensor) -> Tensor:
+        """``objective`` (computed without a graph) as a function of the weights."""
+        if not self.steps:
+            return objective
+        return _Window.apply(self, objective, *self.weights)
+
+    def backward(self, d_objective: Tensor) -> list[Tensor | None]:
+        """The weights' gradients (:attr:`weights` order), steps last to first."""
+        layers = (len(self.weights) - 2) // 2
+        totals: list[Tensor | None] = [None] * len(self.weights)
+        d_theta: Tensor | None = None
+        d_state: list[Tensor | None] = [None] * (2 * layers)
+        out_weight = self.weights[0]
+        for t in reversed(range(len(self.steps))):
+            # each step's tensors let go once used, as autograd frees a node's (peak memory)
+            saved, grads, scale = self.steps.pop()
+            grad, weight, divisor = self.terms.pop()
+            # as autograd differentiates w·(g·θ).sum()/B and θ_{t+1} = θ_t + update_t
+            here = grad * ((d_objective / divisor) * weight)
+            d_theta = here if d_theta is None else here + d_theta
+            _, d_out_weight, d_out_bias, d_state, d_weights = _stack_backward(
+                saved,
+                grads,
+                out_weight,
+                scale,
+                True,
+                d_theta.reshape(-1),
+                d_state,
+                False,
+                [t > 0] * (2 * layers),  # the state the window starts from is a constant
             )
-            d_states[2 * layer] = d_h
-            d_states[2 * layer + 1] = dc_prev if needs[6 + 2 * layer] else None
-            from_above = d_x
-        return (from_above, None, d_out_weight, d_out_bias, None, *d_states, *d_weights)
+            for i, d in enumerate((d_out_weight, d_out_bias, *d_weights)):
+                totals[i] = d if totals[i] is None else totals[i] + d
+        return totals
+
+
+class _Window(torch.autograd.Function):
+    """The node :meth:`WindowTape.attach` makes: the objective's value in, its gradient out."""
+
+    @staticmethod
+    def forward(ctx, tape: WindowTape, objective: Tensor, *weights: Tensor):
+        ctx.tape = tape
+        return objective.clone()
+
+    @staticmethod
+    def backward(ctx, d_objective: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError("a window on the C loops has no double backward")
+        if not ctx.tape.steps:
+            raise RuntimeError("a window's backward runs once (its tensors are freed)")
+        return (None, None, *ctx.tape.backward(d_objective))
 
 
 def _layer_backward(
