@@ -313,3 +313,19 @@ def test_adams_rate_is_tuned_by_l2o_compares_optuna_study_and_a_rerun_adds_no_tr
         load_robust_config(None, ["lrs=[0.1]"], "quadratic")
     with pytest.raises(L2OError, match="objective must be one of"):
         load_robust_config(None, ["objective='max'"], "quadratic")
+
+
+def test_the_tuned_adam_is_the_studys_adam_on_the_oracle():
+    """What tuning scores (torch.optim.Adam on the oracle family) is the study's oracle run."""
+    from l2o.baselines import get_baseline
+    from l2o.concurrent.robust import attack_set, oracle_family
+    from l2o.evaluate import BaselineRunner
+
+    cfg = load_robust_config(None, TINY, "quadratic", k=5, f=[1])
+    indices = [0, 1, 2]
+    tuned = BaselineRunner(get_baseline("adam"), {"lr": 0.05}).final_loss(
+        oracle_family(cfg).sample("validation", indices), cfg.steps
+    )
+    batch = attack_set(cfg, "alie", 0).sample("validation", indices)
+    study = run_rule(batch, rule("oracle"), 0, 0.05, cfg.steps)
+    torch.testing.assert_close(tuned, study, rtol=1e-4, atol=1e-6)
