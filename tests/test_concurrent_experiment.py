@@ -94,6 +94,14 @@ def test_plain_noise_run_trains_as_the_noise_config():
     assert {k: plain[k] for k in keys} == {k: filed[k] for k in keys}
 
 
+def test_the_poison_config_chooses_among_eight_checkpoints():
+    # over seeds 0-4 with `attention`, validating every 20 of 40 meta-iterations left the
+    # combiner/oracle ratio at 0.82-1.48 (the kept checkpoint); every 5 gave 0.84-1.14 (README)
+    path = Path(__file__).parents[1] / "configs" / "concurrent-poison.toml"
+    train = load_concurrent_config(path, [], "poison").train
+    assert train.iterations // train.val_every >= 8
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
