@@ -12,6 +12,8 @@ final clean test loss of each and their ratio:
         --config configs/concurrent-noise.toml --seeds 0 1 2 3 4 5 6
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/concurrent_seed_spread.py poison \
         --config configs/concurrent-poison.toml --combiner attention --seeds 0 1 2 3 4
+
+``--paths c`` runs the C loops alone (half the time), to compare settings rather than paths.
 """
 
 from __future__ import annotations
@@ -56,15 +58,19 @@ def main() -> None:
     parser.add_argument("--combiner", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--set", action="append", default=[], help="key=value override")
+    parser.add_argument(
+        "--paths", choices=("both", "c", "eager"), default="both", help="which LSTM paths to run"
+    )
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if not native.available():
+    eagers = {"both": (False, True), "c": (False,), "eager": (True,)}[args.paths]
+    if not eagers[0] and not native.available():
         parser.error("the C loops did not build here: nothing to compare with the eager path")
     rows = []
     print("seed  path      combiner  oracle    ratio")
     for seed in args.seeds:
-        for eager in (False, True):
+        for eager in eagers:
             row = one_run(args, seed, eager)
             rows.append(row)
             print(
@@ -74,6 +80,8 @@ def main() -> None:
             )
     for path in ("C loops", "eager"):
         ratios = [r["ratio"] for r in rows if r["path"] == path]
+        if not ratios:
+            continue
         geo = math.exp(statistics.fmean(map(math.log, ratios)))
         print(
             f"{path}: combiner/oracle median {statistics.median(ratios):.2f}, geometric mean "

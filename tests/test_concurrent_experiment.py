@@ -94,6 +94,14 @@ def test_plain_noise_run_trains_as_the_noise_config():
     assert {k: plain[k] for k in keys} == {k: filed[k] for k in keys}
 
 
+def test_the_poison_config_chooses_among_eight_checkpoints():
+    # over seeds 0-4 with `attention`, validating every 20 of 40 meta-iterations left the
+    # combiner/oracle ratio at 0.82-1.48 (the kept checkpoint); every 5 gave 0.84-1.14 (README)
+    path = Path(__file__).parents[1] / "configs" / "concurrent-poison.toml"
+    train = load_concurrent_config(path, [], "poison").train
+    assert train.iterations // train.val_every >= 8
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -238,3 +246,21 @@ def test_an_attack_is_an_initializer_with_an_honest_mean_oracle(tmp_path):
     results = run_experiment(config, tmp_path)
     assert set(results["optimizers"]) == {"softmax", "oracle", "median", "adam"}
     assert results["clean_slot"] is None and len(results["slots"]) == 4
+
+
+def test_the_seed_spread_benchmark_runs_one_path_when_asked(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    script = Path(__file__).parent.parent / "benchmarks" / "concurrent_seed_spread.py"
+    out = tmp_path / "rows.json"
+    argv = ["spread", "noise", "--seeds", "0", "--paths", "eager", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv + [x for kv in TINY for x in ("--set", kv)])
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)  # the script runs on one thread
+    rows = json.loads(out.read_text())
+    assert [(r["seed"], r["path"]) for r in rows] == [(0, "eager")]
+    assert "eager: combiner/oracle median" in capsys.readouterr().out

@@ -16,7 +16,8 @@ from l2o.errors import L2OError
 TINY = [
     "steps=8",
     "instances=4",
-    "lrs=[0.1]",
+    "trials=3",
+    "tune_instances=4",
     "fit_instances=1",
     "fit_iterations=20",
     "train.iterations=2",
@@ -277,3 +278,54 @@ def test_run_robust_in_memory():
     )
     res = run_robust(cfg)
     assert set(res["aggregators"]) == {"median"} and res["held_out_attacks"] == []
+
+
+def test_adams_rate_is_tuned_by_l2o_compares_optuna_study_and_a_rerun_adds_no_trials(tmp_path):
+    import optuna
+
+    cfg = load_robust_config(
+        None, [*TINY, "aggregators=['median']", "learned=false"], "quadratic", k=5, f=[1]
+    )
+    first = run_robust(cfg, tmp_path)["settings"]
+    tuning = first["tuning"]
+    assert (tuning["split"], tuning["trials"], tuning["new_trials"]) == ("validation", 3, 3)
+    assert tuning["objective"] == "median final loss"
+    study = optuna.load_study(
+        study_name=tuning["study"], storage=f"sqlite:///{tmp_path / 'tuning.db'}"
+    )
+    assert study.best_params["lr"] == first["adam_lr"]
+    options = study.user_attrs["task_options"]["initializer_options"]
+    assert options["f"] == 0  # the oracle's task: no source attacked
+    again = run_robust(cfg, tmp_path)["settings"]
+    assert (again["tuning"]["trials"], again["tuning"]["new_trials"]) == (3, 0)
+    assert again["adam_lr"] == first["adam_lr"]
+    # the study does not depend on which attacks are scored: f = 0 attacks nothing
+    other = load_robust_config(
+        None,
+        [*TINY, "aggregators=['median']", "learned=false"],
+        "quadratic",
+        k=5,
+        f=[1],
+        attacks=["alie"],
+    )
+    assert run_robust(other, tmp_path)["settings"]["tuning"]["new_trials"] == 0
+    with pytest.raises(L2OError, match="lrs is gone"):
+        load_robust_config(None, ["lrs=[0.1]"], "quadratic")
+    with pytest.raises(L2OError, match="objective must be one of"):
+        load_robust_config(None, ["objective='max'"], "quadratic")
+
+
+def test_the_tuned_adam_is_the_studys_adam_on_the_oracle():
+    """What tuning scores (torch.optim.Adam on the oracle family) is the study's oracle run."""
+    from l2o.baselines import get_baseline
+    from l2o.concurrent.robust import attack_set, oracle_family
+    from l2o.evaluate import BaselineRunner
+
+    cfg = load_robust_config(None, TINY, "quadratic", k=5, f=[1])
+    indices = [0, 1, 2]
+    tuned = BaselineRunner(get_baseline("adam"), {"lr": 0.05}).final_loss(
+        oracle_family(cfg).sample("validation", indices), cfg.steps
+    )
+    batch = attack_set(cfg, "alie", 0).sample("validation", indices)
+    study = run_rule(batch, rule("oracle"), 0, 0.05, cfg.steps)
+    torch.testing.assert_close(tuned, study, rtol=1e-4, atol=1e-6)

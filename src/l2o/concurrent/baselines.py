@@ -60,12 +60,12 @@ class MeanGradientFamily(TaskFamily):
     """A concurrent set as a task family (see the module docstring).
 
     Its name and options identify the set, so an Optuna study tuned on it is never reused for the
-    plain base task or for another set.
+    plain base task or for another set; ``label`` replaces the initializer in the name.
     """
 
-    def __init__(self, cset: ConcurrentSet) -> None:
+    def __init__(self, cset: ConcurrentSet, label: str | None = None) -> None:
         self.cset = cset
-        self.name = f"{cset.family.name}+{cset.initializer}"
+        self.name = f"{cset.family.name}+{label or cset.initializer}"
         self.dim = cset.dim
 
     def sample(self, split: str, indices: Sequence[int]) -> MeanGradientBatch:

@@ -7,7 +7,9 @@
    drawn per instance (:mod:`~l2o.concurrent.attacks`);
 2. every aggregator is followed by the same optimizer, Adam at the learning rate tuned for the
    oracle (the mean of the honest sources, f = 0) on validation instances, so the study compares
-   aggregation alone (:mod:`~l2o.concurrent.aggregators`);
+   aggregation alone (:mod:`~l2o.concurrent.aggregators`); the rate is tuned as ``l2o compare``
+   and ``l2o concurrent`` tune their baselines (:func:`l2o.compare.tuning.tune`, an Optuna study
+   in ``OUT/tuning.db`` that a rerun reuses);
 3. the learned aggregator (:mod:`~l2o.concurrent.scoring`) has its gates fitted to the honest
    sources along the oracle's runs, then is meta-trained by the core loop, both on a mix of the
    *training* attacks and every f (the meta-trained weights replace the fitted ones only if
@@ -23,6 +25,7 @@ import dataclasses
 import json
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o import checks
+from l2o.compare.comparison import default_storage
+from l2o.compare.tuning import OBJECTIVES, TrialCallback, Tuned, redact, tune
 from l2o.concurrent.aggregators import Context, aggregate, check_name
-from l2o.concurrent.attacks import AttackBatch, AttackSet, check_attacks, honest_base
+from l2o.concurrent.attacks import AttackBatch, AttackSet, attack_names, check_attacks, honest_base
+from l2o.concurrent.baselines import MeanGradientFamily
 from l2o.concurrent.initializers import ConcurrentBatch, ConcurrentSet
 from l2o.concurrent.problem import ConcurrentProblem
 from l2o.concurrent.scoring import LearnedAggregator, adam_step, fit_gates, source_statistics
@@ -98,7 +105,11 @@ class RobustConfig:
     sigma: float = 1.0  # the quadratic's noise on each source's targets
     steps: int = 50  # optimizee steps per run (and the meta-training horizon)
     instances: int = 16  # test instances
-    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)  # Adam's rates tuned
+    # Adam's rate, tuned for the oracle as `l2o compare` tunes a baseline (same keys)
+    trials: int = 20  # Optuna trials the study should reach (a rerun adds only missing ones)
+    tune_instances: int = 16  # validation instances per trial
+    objective: str = "median"  # of the final clean validation losses, as the study scores
+    storage: str | None = None  # Optuna storage URL; unset: OUT/tuning.db (in memory without OUT)
     # the learned aggregator's gates are first fitted to the honest sources (scoring.fit_gates)
     fit_instances: int = 8  # training instances per (training attack, f) run with the oracle
     fit_iterations: int = 2000  # full-batch Adam steps of that fit; 0: meta-training alone
@@ -106,7 +117,7 @@ class RobustConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        for name in ("f", "attacks", "held_out", "aggregators", "lrs"):
+        for name in ("f", "attacks", "held_out", "aggregators"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "task_options", dict(self.task_options))
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 3:
@@ -136,8 +147,11 @@ class RobustConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise L2OError(f"{name} must be an integer >= 0, got {value!r}")
-        if not self.lrs or min(self.lrs) <= 0:
-            raise L2OError(f"lrs must be a non-empty list of rates > 0, got {list(self.lrs)}")
+        checks.integer("trials", self.trials, 1)
+        checks.integer("tune_instances", self.tune_instances, 1, checks.MAX_SIZE)
+        checks.text("objective", self.objective, OBJECTIVES)
+        if self.storage is not None:
+            checks.text("storage", self.storage)
 
     @property
     def training_attacks(self) -> tuple[str, ...]:
@@ -146,6 +160,7 @@ class RobustConfig:
     def to_dict(self) -> dict[str, Any]:
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
         own = {k: list(v) if isinstance(v, tuple) else v for k, v in own.items()}
+        own["storage"] = None if self.storage is None else redact(self.storage)  # no password
         return {**own, "train": self.train.to_dict()}
 
 
@@ -169,6 +184,11 @@ def load_robust_config(
     """
     values = read_toml(path) if path is not None else {}
     values = apply_overrides(values, overrides)
+    if "lrs" in values:
+        raise L2OError(
+            "lrs is gone: Adam's rate is tuned with Optuna as in `l2o compare`; drop lrs and "
+            "set trials=N (and tune_instances=N) instead"
+        )
     values.update({k: v for k, v in choices.items() if v is not None})
     if task is not None:
         values["task"] = task
@@ -278,15 +298,30 @@ def rule(name: str) -> Combine:
     return lambda grads, ctx: aggregate(name, grads, ctx)
 
 
-def tune_lr(config: RobustConfig) -> float:
-    """Adam's rate for the oracle with no attack, best median final loss on validation."""
-    batch_set = attack_set(config, config.attacks[0], 0)
-    indices = list(range(min(config.instances, 16)))
-    scores = {}
-    for lr in config.lrs:
-        final = run_rule(batch_set.sample("validation", indices), rule("mean"), 0, lr, config.steps)
-        scores[lr] = float(final.median())
-    return min(scores, key=lambda lr: scores[lr])
+def oracle_family(config: RobustConfig) -> MeanGradientFamily:
+    """The K sources with none Byzantine, as a task family whose gradient is their mean: the
+    oracle's (f = 0), the task Adam's rate is tuned on."""
+    # at f = 0 no attack is ever called: one fixed name keeps the study whatever `attacks` is
+    return MeanGradientFamily(attack_set(config, attack_names()[0], 0), "oracle")
+
+
+def tune_lr(config: RobustConfig, storage: str, on_trial: TrialCallback | None = None) -> Tuned:
+    """Tune Adam for the oracle with no attack on validation instances, as ``l2o compare`` does.
+
+    The study lives in ``storage``; a rerun with the same settings adds no trials. Its Adam is
+    ``torch.optim.Adam``, the same steps as :func:`~l2o.concurrent.scoring.adam_step`.
+    """
+    return tune(
+        oracle_family(config),
+        "adam",
+        steps=config.steps,
+        trials=config.trials,
+        instances=config.tune_instances,
+        storage=storage,
+        seed=config.seed,
+        on_trial=on_trial,
+        objective=config.objective,
+    )
 
 
 def aggregation_ms(combine: Combine, config: RobustConfig, f: int) -> float:
@@ -395,7 +430,20 @@ def run_robust(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "robust-config.json", json.dumps(config.to_dict(), indent=2))
     started = time.perf_counter()
-    lr = tune_lr(config)
+
+    def on_trial(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"tune {name}", done, total)
+
+    if config.storage is not None:
+        tuned = tune_lr(config, config.storage, on_trial)
+    elif out is not None:
+        tuned = tune_lr(config, default_storage(out), on_trial)
+    else:
+        # a throw-away file, not ":memory:": Optuna's heartbeat thread opens its own connection
+        with tempfile.TemporaryDirectory(prefix="l2o-tuning-") as scratch:
+            tuned = tune_lr(config, default_storage(scratch), on_trial)
+    lr = float(tuned.hyperparameters["lr"])
     combines: dict[str, Combine] = {name: rule(name) for name in config.aggregators}
     selection = None
     if config.learned:
@@ -445,6 +493,8 @@ def run_robust(
         "settings": {
             "optimizer": f"Adam (torch defaults) at lr={lr:g}, tuned for the oracle at f=0",
             "adam_lr": lr,
+            # Adam's tuning, as `l2o compare` records it (study, trials, validation objective)
+            "tuning": tuned.record(),
             "steps": config.steps,
             "test_instances": config.instances,
             "task_options": dict(config.task_options),
