@@ -18,7 +18,9 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,20 @@ def default_storage(out: str | Path) -> str:
     path = Path(out) / TUNING_DB
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"
+
+
+@contextmanager
+def tuning_storage(storage: str | None, out: str | Path | None) -> Iterator[str]:
+    """The study's storage URL: ``storage`` if given, else ``out/tuning.db``, else a throw-away
+    file deleted on exit. Not an in-memory SQLite: Optuna's heartbeat thread opens its own
+    connection, and each connection to ":memory:" is a new, empty database."""
+    if storage is not None:
+        yield storage
+    elif out is not None:
+        yield default_storage(out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="l2o-tuning-") as scratch:
+            yield default_storage(scratch)
 
 
 @dataclass

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch import Tensor
 
 from l2o import checks, interrupts
 from l2o.baselines import BASELINES
-from l2o.compare.comparison import DEFAULT_BASELINES, Outcome, default_storage
+from l2o.compare.comparison import DEFAULT_BASELINES, Outcome, tuning_storage
 from l2o.compare.tuning import OBJECTIVES, redact
 from l2o.concurrent.attacks import AttackSet
 from l2o.concurrent.baselines import compare_baselines
@@ -394,13 +393,8 @@ def tune_and_test_baselines(
     """
     if not config.baselines:
         return None
-    if config.storage is None and out is None:
-        # A throw-away file, not an in-memory SQLite: Optuna's heartbeat thread opens its own
-        # connection, and each connection to ":memory:" is a new, empty database.
-        with tempfile.TemporaryDirectory(prefix="l2o-tuning-") as scratch:
-            return _tune_and_test(config, cset, default_storage(Path(scratch)), progress)
-    storage = config.storage if config.storage is not None else default_storage(out)
-    return _tune_and_test(config, cset, storage, progress)
+    with tuning_storage(config.storage, out) as storage:
+        return _tune_and_test(config, cset, storage, progress)
 
 
 def _tune_and_test(

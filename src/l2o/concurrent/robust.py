@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import torch
 from torch import Tensor
 
 from l2o import checks
-from l2o.compare.comparison import default_storage
+from l2o.compare.comparison import tuning_storage
 from l2o.compare.tuning import OBJECTIVES, TrialCallback, Tuned, redact, tune
 from l2o.concurrent.aggregators import Context, aggregate, check_name
 from l2o.concurrent.attacks import AttackBatch, AttackSet, attack_names, check_attacks, honest_base
@@ -109,7 +108,7 @@ class RobustConfig:
     trials: int = 20  # Optuna trials the study should reach (a rerun adds only missing ones)
     tune_instances: int = 16  # validation instances per trial
     objective: str = "median"  # of the final clean validation losses, as the study scores
-    storage: str | None = None  # Optuna storage URL; unset: OUT/tuning.db (in memory without OUT)
+    storage: str | None = None  # Optuna URL; unset: OUT/tuning.db, a throw-away file without OUT
     # the learned aggregator's gates are first fitted to the honest sources (scoring.fit_gates)
     fit_instances: int = 8  # training instances per (training attack, f) run with the oracle
     fit_iterations: int = 2000  # full-batch Adam steps of that fit; 0: meta-training alone
@@ -435,14 +434,8 @@ def run_robust(
         if progress is not None:
             progress(f"tune {name}", done, total)
 
-    if config.storage is not None:
-        tuned = tune_lr(config, config.storage, on_trial)
-    elif out is not None:
-        tuned = tune_lr(config, default_storage(out), on_trial)
-    else:
-        # a throw-away file, not ":memory:": Optuna's heartbeat thread opens its own connection
-        with tempfile.TemporaryDirectory(prefix="l2o-tuning-") as scratch:
-            tuned = tune_lr(config, default_storage(scratch), on_trial)
+    with tuning_storage(config.storage, out) as storage:
+        tuned = tune_lr(config, storage, on_trial)
     lr = float(tuned.hyperparameters["lr"])
     combines: dict[str, Combine] = {name: rule(name) for name in config.aggregators}
     selection = None
