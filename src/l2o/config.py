@@ -29,6 +29,7 @@ VAL_METRICS = ("mean", "log_mean")
 HORIZON_SAMPLING_CHOICES = ("fixed", "log_uniform")
 CURRICULUM_CHOICES = ("none", "plateau")
 ESTIMATOR_CHOICES = ("bptt", "pes")
+META_LR_SCHEDULES = ("constant", "cosine")
 # Type checks come from the field annotations (l2o.checks.fields); these are the sane ranges.
 LIMITS: dict[str, tuple[float | None, float | None]] = {
     "hidden_size": (1, 4096),
@@ -71,6 +72,7 @@ class TrainConfig:
     # --- the outer (meta) optimizer ---
     iterations: int = 300  # meta-iterations, i.e. unrolls of fresh training instances
     meta_lr: float = 0.003  # Adam's learning rate on the LSTM weights
+    meta_lr_schedule: str = "constant"  # or "cosine": from meta_lr down to meta_lr / 10 at the end
     grad_clip: float = 1.0  # clip the meta-gradient to this global norm (0: no clipping)
 
     # --- validation, checkpoints, run time ---
@@ -145,6 +147,7 @@ class TrainConfig:
         )
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         _check(self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")
+        _choice("meta_lr_schedule", self.meta_lr_schedule, META_LR_SCHEDULES)
         _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         _check(self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
         _check(self.val_instances >= 1, f"val_instances must be >= 1, got {self.val_instances}")

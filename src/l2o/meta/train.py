@@ -204,6 +204,8 @@ def meta_train(
     for iteration in range(training.iteration, config.iterations):
         batch = range(iteration * config.batch_size, (iteration + 1) * config.batch_size)
         horizon = schedule.horizon(iteration)
+        for group in meta_opt.param_groups:  # a function of the iteration: resumes exactly
+            group["lr"] = meta_lr_at(config, iteration)
         step = pes_unroll_and_step if config.estimator == "pes" else _unroll_and_step
         meta_loss, grad_norm, ok = step(
             net,
@@ -273,6 +275,19 @@ def meta_train(
             },
         )
     return net, history
+
+
+def meta_lr_at(config: TrainConfig, iteration: int) -> float:
+    """The meta-learning rate of meta-iteration ``iteration`` (from 0).
+
+    ``"cosine"`` decays it from ``meta_lr`` to ``meta_lr / 10`` at the last iteration, so the
+    late checkpoints that validation picks from move less from one to the next.
+    """
+    if config.meta_lr_schedule == "constant" or config.iterations <= 1:
+        return config.meta_lr
+    progress = iteration / (config.iterations - 1)
+    final = config.meta_lr / 10
+    return final + (config.meta_lr - final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _unroll_and_step(
