@@ -118,7 +118,7 @@ def test_the_shift_statistic_tells_alie_from_honest_sources():
 
 def test_the_clip_radius_is_set_by_the_sources_the_gates_trust():
     """Four tiny sources with λ = 0 (signflip near the optimum) leave the six trusted ones
-    clipped to their own median norm, not to the median of all ten (the tiny ones' size)."""
+    clipped to twice their own median norm, not to the median of all ten (the tiny ones' size)."""
     net = LearnedAggregator(k=10, seed=0)
     gen = torch.Generator().manual_seed(0)
     honest = torch.randn(2, 12, 6, generator=gen) * torch.linspace(0.5, 2.0, 6)
