@@ -442,7 +442,7 @@ def run_robust(
     if config.learned:
         net, selection = train_learned(config, lr, out, progress)
         net.eval()
-        combines[LEARNED] = lambda grads, ctx: net.combine(grads)
+        combines[LEARNED] = lambda grads, ctx: net.combine(grads, ctx.state)
         if out is not None:
             extra = {"robust": config.to_dict(), "adam_lr": lr, "selection": selection}
             save_optimizer(net, out, extra=extra)
