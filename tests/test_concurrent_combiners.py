@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import l2o
-from l2o.concurrent.combiners import COMBINERS, build_combiner, slot_statistics
+from l2o.concurrent.combiners import COMBINERS, STATISTICS, build_combiner, slot_statistics
 from l2o.concurrent.initializers import build_set
 from l2o.concurrent.problem import ConcurrentProblem, run_permutation
 from l2o.config import TrainConfig
@@ -48,6 +48,44 @@ def test_attention_lambda_is_convex_per_row_and_follows_the_slots():
     perm = torch.tensor([2, 0, 3, 1])
     permuted = net.mixing(net.pack(grads[..., perm], losses[:, perm], None))
     torch.testing.assert_close(permuted, lam[..., perm])
+
+
+def test_attention_sums_its_scores_over_the_run():
+    """λ at step t is the softmax of the slots' scores summed over steps 0..t: which slot is
+    clean holds for the whole run, so each step's scores add evidence."""
+    net = build_combiner("attention", 4, seed=0)
+    with torch.no_grad():
+        net.score_w2.normal_()
+    B, D, K = 2, 5, 4
+    state = net.init_state(B * D)
+    total = torch.zeros(B, K)
+    g = torch.Generator().manual_seed(1)
+    for t in range(3):
+        grads, losses = torch.randn(B, D, K, generator=g), torch.rand(B, K, generator=g) + 0.1
+        total = total + net.scores(slot_statistics(grads, losses)).detach()
+        _, state = net.step(net.pack(grads, losses, None), state, step=t)
+        torch.testing.assert_close(net.last_mixing, torch.softmax(total, -1))
+        # the memory is one row of K per coordinate, the same for every coordinate
+        torch.testing.assert_close(state[-1], total.repeat_interleave(D, 0))
+
+
+def test_slot_statistics_see_each_slot_s_distance_to_the_others():
+    # slots 0 and 1 are each other's nearest; slot 2 is far from both
+    base = torch.randn(1, 6, 1, generator=torch.Generator().manual_seed(0))
+    offsets = torch.zeros(1, 6, 3)
+    offsets[0, 0, 1], offsets[0, 1, 2] = 0.01, 1.0
+    stats = slot_statistics(base + offsets, torch.ones(1, 3))
+    nearest = stats[0, :, STATISTICS.index("nearest")]
+    spread = stats[0, :, STATISTICS.index("mean_distance")]
+    assert float(nearest[0]) == pytest.approx(float(nearest[1]))
+    assert int(nearest.argmax()) == 2 and int(spread.argmax()) == 2
+    # both scale free (the gradients × 3) and invariant to the order of the slots
+    columns = [STATISTICS.index("nearest"), STATISTICS.index("mean_distance")]
+    scaled = slot_statistics(3 * (base + offsets), torch.ones(1, 3))
+    torch.testing.assert_close(scaled[..., columns], stats[..., columns])
+    perm = torch.tensor([2, 0, 1])
+    permuted = slot_statistics((base + offsets)[..., perm], torch.ones(1, 3))
+    torch.testing.assert_close(permuted, stats[:, perm])
 
 
 def test_slot_statistics_are_finite_at_k_1():

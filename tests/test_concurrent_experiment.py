@@ -14,8 +14,11 @@ import torch
 import l2o
 from l2o import interrupts
 from l2o.cli.main import main
-from l2o.concurrent.experiment import load_concurrent_config, run_experiment
+from l2o.concurrent.combiners import build_combiner
+from l2o.concurrent.experiment import load_concurrent_config, run_concurrent, run_experiment
+from l2o.concurrent.initializers import build_set
 from l2o.concurrent.plots import plot_lambdas
+from l2o.concurrent.problem import ConcurrentProblem
 from l2o.errors import L2OError
 
 TINY = [
@@ -72,6 +75,19 @@ def test_attention_shuffles_the_clean_slot_per_instance_and_reports_its_lambda(t
     assert sum(test_lambda["per_variant_final_step"]) == pytest.approx(1.0, abs=1e-5)
     with open(tmp_path / "lambdas.csv") as f:
         assert {r["slot"] for r in csv.DictReader(f)} == {"*"}
+
+
+def test_test_time_lambda_is_the_one_attention_mixed_with():
+    """λ at test time is what the net used, its memory of the run included."""
+    cset = build_set("noise", "quadratic", {}, {"levels": [0.01, 0.5, 1.0]})
+    net = build_combiner("attention", cset.k, seed=0)
+    with torch.no_grad():
+        net.score_w2.normal_()
+    problem = ConcurrentProblem(cset, net, seed=0, mode="shuffle")
+    _, lam = run_concurrent(net, problem, "test", [0, 1], 4)
+    assert lam.shape == (4, 2, cset.k)
+    unshuffle = problem.permutation("test", [0, 1]).argsort(1)
+    torch.testing.assert_close(lam[-1], net.last_mixing.gather(1, unshuffle))
 
 
 def test_config_splits_concurrent_and_training_keys():

@@ -10,8 +10,9 @@ honest slots ``(B, K)`` bool (only the ``oracle`` uses it).
 - ``softmax``: λ = softmax(logits), one convex combination Σ λ_k g_k, then preprocessing.
 - ``concat``: the K preprocessed gradients side by side.
 - ``meanstd``: the preprocessed mean and spread across K (spread 0 at K = 1).
-- ``attention``: λ per instance and step, from each optimizee's gradient and loss statistics,
-  so it can find the clean optimizee wherever its slot is.
+- ``attention``: λ per instance, from each optimizee's gradient and loss statistics scored at
+  every step and summed over the run so far, so it can find the clean optimizee wherever its
+  slot is.
 - references ``mean``, ``median``, ``trimmed-mean`` (a fixed rule) and ``oracle`` (the clean
   slot's gradient alone): the single-gradient LSTM on one combined gradient.
 
@@ -32,9 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from l2o.errors import L2OError
-from l2o.nets.lstm import LSTMOptimizer
+from l2o.nets.base import State
+from l2o.nets.features import state_size
+from l2o.nets.lstm import LSTMOptimizer, lstm_update
+from l2o.nets.lstm_cell import WindowTape
 from l2o.nets.preprocess import feature_count, preprocess
 from l2o.nets.spec import register_net
+from l2o.tasks.base import Layout
 
 
 class ConcurrentNet(LSTMOptimizer):
@@ -125,35 +130,71 @@ class MeanStdNet(ConcurrentNet):
         return torch.cat((self._pre(mean), self._pre(spread)), 1)
 
 
-STATISTICS = ("loss", "grad_norm", "deviation", "cosine")
+STATISTICS = ("loss", "grad_norm", "deviation", "cosine", "nearest", "mean_distance")
 
 
 def slot_statistics(grads: Tensor, losses: Tensor) -> Tensor:
-    """Per instance and slot ``(B, K, 4)``: what attention looks at, comparable across slots.
+    """Per instance and slot ``(B, K, 6)``: what attention looks at, comparable across slots.
 
-    Log loss, log gradient norm and log distance from the coordinatewise median gradient, each
-    minus its mean over the K slots (so they are scale free), and the cosine with the mean
-    gradient. Every statistic is invariant to the order of the slots.
+    Log loss, log gradient norm, log distance from the coordinatewise median gradient, log
+    distance to the nearest other slot's gradient and the mean of the log distances to the other
+    slots' gradients, each minus its mean over the K slots (so they are scale free), and the
+    cosine with the mean gradient. Every statistic is invariant to the order of the slots.
+
+    The two distances to the other slots carry what the Bayes posterior over the clean slot
+    reads on noisy least squares (``benchmarks/noise_lambda_ceiling.py``): how each target
+    scatters around the others. There the K gradients differ by constants, 2Wᵀ(y_j − y_k),
+    so the distances are the same at every step; the clean slot and the least noisy other one
+    are each other's nearest, and the clean one sits a little closer to the rest.
     """
     tiny = 1e-12
+    K = grads.shape[2]
     log_loss = losses.clamp_min(tiny).log()
     log_norm = grads.norm(dim=1).clamp_min(tiny).log()
     median = grads.median(dim=2, keepdim=True).values
     log_dev = (grads - median).norm(dim=1).add(tiny).log()
     mean = grads.mean(2, keepdim=True)
     cosine = nn.functional.cosine_similarity(grads, mean, dim=1, eps=tiny)
+    rows = grads.transpose(1, 2)
+    log_dist = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").add(tiny).log()
+    if K > 1:
+        others = ~torch.eye(K, dtype=torch.bool, device=grads.device)
+        nearest = log_dist.masked_fill(~others, torch.inf).min(2).values
+        mean_dist = (log_dist * others).sum(2) / (K - 1)
+    else:  # no other slot: nothing to compare with (centred below to 0 anyway)
+        nearest = mean_dist = log_dist[..., 0]
 
     def centred(x: Tensor) -> Tensor:
         return (x - x.mean(1, keepdim=True)).clamp(-10.0, 10.0)
 
-    return torch.stack((centred(log_loss), centred(log_norm), centred(log_dev), cosine), -1)
+    return torch.stack(
+        (
+            centred(log_loss),
+            centred(log_norm),
+            centred(log_dev),
+            cosine,
+            centred(nearest),
+            centred(mean_dist),
+        ),
+        -1,
+    )
 
 
 class AttentionNet(ConcurrentNet):
-    """λ per instance and step: softmax over slots of a small MLP of each slot's statistics.
+    """λ per instance: softmax over slots of the summed scores a small MLP gives each slot's
+    statistics at every step of the run so far.
 
     The score network is shared by the slots, so λ follows the clean optimizee wherever it is
-    (permutation equivariant). Its output layer starts at zero: λ starts as the mean.
+    (permutation equivariant). Its output layer starts at zero: λ starts as the mean. Which slot
+    is clean does not change during a run, so each step's scores are one more piece of evidence
+    about it, and evidence adds up like log-likelihoods: λ is the softmax of the scores' sum over
+    the steps so far (the state ``score_memory``, one row of K per coordinate, the same for every
+    coordinate of an instance). A step that tells nothing apart scores the slots alike and
+    leaves λ where it was. On noisy least squares with the slot shuffled per instance (seeds 0
+    and 1, validation, before the two distance statistics), the running mean instead (as the
+    learned robust aggregator averages its gates) lowered λ on the clean slot from 0.66-0.69
+    (this step's scores alone) to 0.58-0.60: early steps, far from any optimum, weigh as much
+    as late ones in a mean.
     """
 
     kind = "concurrent-attention"
@@ -162,6 +203,11 @@ class AttentionNet(ConcurrentNet):
         super().__init__(**kwargs)
         if isinstance(attention_hidden, bool) or attention_hidden < 1:
             raise L2OError(f"attention_hidden must be >= 1, got {attention_hidden!r}")
+        if state_size(self.preprocess):
+            raise L2OError(
+                f"attention reads stateless features; preprocess={self.preprocess!r} keeps "
+                "accumulators: use log_sign or none"
+            )
         self.attention_hidden = int(attention_hidden)
         generator = torch.Generator().manual_seed(kwargs.get("seed") or 0)
         S, H = len(STATISTICS), self.attention_hidden
@@ -175,17 +221,41 @@ class AttentionNet(ConcurrentNet):
         stats = slot_statistics(grads, losses)  # (B, K, S), the same for every coordinate
         return torch.cat((grads.unsqueeze(-1), stats.unsqueeze(1).expand(B, D, K, -1)), -1)
 
+    def scores(self, stats: Tensor) -> Tensor:
+        """Each slot's score ``(..., K)`` (a softmax logit) from its statistics ``(..., K, S)``."""
+        return torch.tanh(stats @ self.score_w1 + self.score_b1) @ self.score_w2
+
     def mixing(self, inputs: Tensor | None = None) -> Tensor | None:
+        """λ from one step's inputs alone (no memory of the run): ``(..., K)``."""
         if inputs is None:
             return None
-        stats = inputs[..., 1:]
-        scores = torch.tanh(stats @ self.score_w1 + self.score_b1) @ self.score_w2
-        return torch.softmax(scores, -1)
+        return torch.softmax(self.scores(inputs[..., 1:]), -1)
 
-    def features(self, grad: Tensor) -> Tensor:
-        lam = self.mixing(grad)
-        self.last_mixing = lam.detach()  # (n, K): the λ of the latest step, for the λ record
-        return self._pre((lam * grad[..., 0]).sum(-1))
+    def state_names(self) -> tuple[str, ...]:
+        return (*super().state_names(), "score_memory")
+
+    def state_widths(self) -> tuple[int, ...]:
+        return (*super().state_widths(), self.k)
+
+    def step(
+        self,
+        grads: Tensor,
+        state: State,
+        layout: Layout | None = None,
+        step: int = 0,
+        lr: float | None = None,
+        tape: WindowTape | None = None,
+    ) -> tuple[Tensor, State]:
+        B, D, K = grads.shape[:3]
+        *lstm_state, memory = state
+        evidence = memory.view(B, D, K)[:, 0] + self.scores(grads[:, 0, :, 1:])
+        lam = torch.softmax(evidence, -1)  # (B, K)
+        self.last_mixing = lam.detach()  # the λ of the latest step, for the λ record
+        x = self._pre((grads[..., 0] * lam.unsqueeze(1)).sum(-1).reshape(B * D))
+        scale = self.output_scale if lr is None else lr
+        update, lstm_state = lstm_update(self.weights(), x, tuple(lstm_state), scale, None, tape)
+        memory = evidence.unsqueeze(1).expand(B, D, K).reshape(B * D, K)
+        return update.view(B, D), (*lstm_state, memory)
 
     def arch_config(self) -> dict[str, Any]:
         return {**super().arch_config(), "attention_hidden": self.attention_hidden}
@@ -261,7 +331,7 @@ COMBINERS = {
     "softmax": "learned convex weights λ over the K gradients (interpretable)",
     "concat": "the K preprocessed gradients side by side",
     "meanstd": "mean and spread across the K gradients",
-    "attention": "λ per instance and step from each optimizee's gradient statistics",
+    "attention": "λ per instance from each optimizee's gradient statistics, summed over steps",
     "mean": "reference: the mean gradient into the LSTM",
     "median": "reference: the coordinatewise median gradient into the LSTM",
     "trimmed-mean": "reference: the coordinatewise 20 % trimmed mean into the LSTM",

@@ -593,13 +593,12 @@ def run_concurrent(
     trace: list[Tensor] = []
 
     def observe_and_trace(theta: Tensor, step: int) -> tuple[Tensor, Tensor, Tensor]:
-        loss, grad, inputs = observe(theta, step)
-        if step < steps:  # the λ the net uses for the next update
-            lam = net.mixing(inputs)
+        if step > 0:  # the λ of the update just made: fixed, or the net's latest (attention's)
+            lam = net.mixing()
+            lam = getattr(net, "last_mixing", None) if lam is None else lam
             if lam is not None:
-                lam = lam[:, 0] if lam.dim() == 3 else lam.expand(len(indices), -1)
-                trace.append(lam.gather(1, unshuffle))
-        return loss, grad, inputs
+                trace.append(lam.expand(len(indices), -1).gather(1, unshuffle))
+        return observe(theta, step)
 
     curve, _ = run_learned(
         net, batch.init_params(), observe_and_trace, steps, record=batch.eval_loss
