@@ -216,9 +216,9 @@ class LearnedAggregator(OptimizerNet):
             return None
         return self.scores(*source_statistics(inputs))
 
-    def remembered_logits(self, grads: Tensor, memory: Tensor, step: int) -> tuple[Tensor, ...]:
-        """Gate logits ``(B, K)`` averaged over the run's steps so far (this one included), the
-        new memory (the same average) and the finite sources.
+    def remembered_logits(self, grads: Tensor, memory: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """Gate logits ``(B, K)`` averaged over the run's steps so far (this one included, and
+        the memory of the next step) and the finite sources.
 
         ``memory`` is the average over the ``step`` steps before this one. A source is Byzantine
         for a whole run, so each step's logit is one more piece of evidence about it: per step
@@ -230,7 +230,7 @@ class LearnedAggregator(OptimizerNet):
         """
         stats, ok = source_statistics(grads)
         memory = memory + (self.gate_logits(stats, ok) - memory) / (step + 1)
-        return memory, memory, ok
+        return memory, ok
 
     def mix(self, grads: Tensor, logits: Tensor, ok: Tensor) -> Tensor:
         """``(B, D, K)`` → ``(B, D)``: the sources clipped, weighted by their gates.
@@ -262,7 +262,8 @@ class LearnedAggregator(OptimizerNet):
         B, _, K = grads.shape
         step = int(memory.get("step", torch.zeros(())))
         average = memory.get("gate_logits", grads.new_zeros(B, K))
-        logits, memory["gate_logits"], ok = self.remembered_logits(grads, average, step)
+        logits, ok = self.remembered_logits(grads, average, step)
+        memory["gate_logits"] = logits
         memory["step"] = torch.tensor(step + 1)
         return self.mix(grads, logits, ok)
 
@@ -285,8 +286,8 @@ class LearnedAggregator(OptimizerNet):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         B, D, K = grads.shape
         average = state[2].view(B, D, K)[:, 0]
-        logits, average, ok = self.remembered_logits(grads, average, step)
-        g = self.mix(grads, logits, ok).reshape(B * D, 1)
+        average, ok = self.remembered_logits(grads, average, step)
+        g = self.mix(grads, average, ok).reshape(B * D, 1)
         t = torch.full((), float(step), device=g.device)
         update, (m, v, _) = adam_step(g, (state[0], state[1], t), self.lr if lr is None else lr)
         memory = average.unsqueeze(1).expand(B, D, K).reshape(B * D, K)
