@@ -67,8 +67,9 @@ def backend_for(device: torch.device) -> str:
 def move_batch(batch: TaskBatch, device: torch.device) -> TaskBatch:
     """A shallow copy of ``batch`` whose tensor attributes live on ``device``.
 
-    Helpers that only produce indices (a minibatch stream) stay on the CPU: indexing a GPU tensor
-    with CPU indices is allowed, and their seeded draws stay the same on every device.
+    A batch that wraps another (an augmented task's inner batch) has that one moved too. Helpers
+    that only produce indices (a minibatch stream) stay on the CPU: indexing a GPU tensor with CPU
+    indices is allowed, and their seeded draws stay the same on every device.
     """
     if all(t.device == device for t in _tensors(batch)):
         return batch
@@ -76,6 +77,8 @@ def move_batch(batch: TaskBatch, device: torch.device) -> TaskBatch:
     for name, value in vars(batch).items():
         if isinstance(value, Tensor):
             setattr(moved, name, value.to(device))
+        elif isinstance(value, TaskBatch):
+            setattr(moved, name, move_batch(value, device))
     return moved
 
 
@@ -119,4 +122,11 @@ def place_runners(runners: Sequence[Any], device: torch.device) -> None:
 
 
 def _tensors(batch: TaskBatch) -> list[Tensor]:
-    return [v for v in vars(batch).values() if isinstance(v, Tensor)]
+    """The batch's tensors, those of the batches it wraps included."""
+    found: list[Tensor] = []
+    for value in vars(batch).values():
+        if isinstance(value, Tensor):
+            found.append(value)
+        elif isinstance(value, TaskBatch):
+            found += _tensors(value)
+    return found
