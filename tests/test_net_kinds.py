@@ -30,6 +30,11 @@ KINDS = {
     "mlp-agreement": {"optimizer": "mlp", "agreement_feature": True},
     "mlp-adapt-step": {"optimizer": "mlp", "adapt_step": True},
     "rnnprop-adapt-step": {"optimizer": "rnnprop", "adapt_step": True},
+    "rnnprop-hypergradient": {
+        "optimizer": "rnnprop",
+        "adapt_step": True,
+        "hypergradient_step": True,
+    },
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -70,6 +75,8 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({"optimizer": "rnnprop", "max_log_step": 1.0}, "set adapt_step = true"),
         ({"optimizer": "rnnprop", "adapt_step": True, "max_log_step": -10}, "max_log_step"),
         ({"optimizer": "lstm", "max_log_step": 1.0}, "read by: rnnprop, mlp"),
+        ({"optimizer": "rnnprop", "hypergradient_step": True}, "set adapt_step = true"),
+        ({"optimizer": "mlp", "adapt_step": True, "hypergradient_step": True}, "read by: rnnprop"),
     ]:
         with pytest.raises(L2OError, match=match):
             build_net(bad)
@@ -337,9 +344,39 @@ def test_max_log_step_caps_the_step_size_the_net_grows(kind) -> None:
     for step in range(10):
         _, state = capped.step(grads, state, ((3, 4), (4,)), step)
         expected = min(0.1 * (step + 1), 0.5)
-        torch.testing.assert_close(state[-1], torch.full((32, 1), expected), rtol=1e-5, atol=1e-5)
+        log_step = state[capped.state_names().index("log_step")]
+        torch.testing.assert_close(log_step, torch.full((32, 1), expected), rtol=1e-5, atol=1e-5)
     loaded = spec_from_dict(capped.arch_config())
     assert loaded.max_log_step == 0.5  # saved with the weights
+
+
+def test_hypergradient_step_lowers_s_after_an_overshoot_and_raises_it_after_an_undershoot():
+    """With ``hypergradient_step`` the change of s also reads w·cos(−g_t, u_{t−1}) per tensor
+    (w starts at 2): a gradient that reverses the last update lowers s by 0.1·tanh(2), one that
+    continues it raises s as much, and the meta-gradient reaches w."""
+    net = build_net({"optimizer": "rnnprop", "adapt_step": True, "hypergradient_step": True})
+    assert net.state_names()[-2:] == ("log_step", "last_update")
+    with torch.no_grad():  # the LSTM's own head silent: s moves by the cosine alone
+        net.step_weight.zero_()
+        net.step_bias.zero_()
+    layout = ((3, 4), (4,))
+    state = net.init_state(32)
+    u0, state = net.step(torch.randn(2, 16), state, layout, 0)
+    torch.testing.assert_close(state[-2], torch.zeros(32, 1))  # no last step: cos = 0
+    torch.testing.assert_close(state[-1], u0.reshape(32, 1))
+    move = 0.1 * math.tanh(2.0)
+    # The next gradients point along the last update (it overshot, cos = −1), then against it.
+    _, state = net.step(u0.clone(), state, layout, 1)
+    torch.testing.assert_close(state[-2], torch.full((32, 1), -move), rtol=1e-5, atol=1e-6)
+    _, state = net.step(-state[-1].view(2, 16), state, layout, 2)
+    torch.testing.assert_close(state[-2], torch.zeros(32, 1), rtol=1e-5, atol=1e-6)
+    state = net.init_state(32)
+    total = torch.zeros(())
+    for step in range(3):
+        update, state = net.step(torch.randn(2, 16), state, layout, step)
+        total = total + update.square().sum()
+    total.backward()
+    assert net.hypergradient_weight.grad.abs() > 0
 
 
 def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:

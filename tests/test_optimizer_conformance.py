@@ -47,6 +47,11 @@ KINDS = {
     "mlp-agreement": {"optimizer": "mlp", "agreement_feature": True},
     "mlp-adapt-step": {"optimizer": "mlp", "adapt_step": True},
     "rnnprop-adapt-step": {"optimizer": "rnnprop", "adapt_step": True},
+    "rnnprop-hypergradient": {
+        "optimizer": "rnnprop",
+        "adapt_step": True,
+        "hypergradient_step": True,
+    },
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

@@ -263,11 +263,17 @@ def step_agreement(
     net without memory can still adapt its step to each instance's curvature. 0 before the
     first step. A constant for autograd, like the other normalisers.
     """
-    grad, last_update = grad.detach(), last_update.detach()
-    dot = norm.mean(-grad * last_update)
-    cosine = (dot / (norm.rms(grad) * norm.rms(last_update))).expand_as(grad)
+    cosine = step_cosine(grad, last_update, norm)
     average = torch.lerp(cosine, average.detach(), AGREEMENT_BETA)
     return cosine, average
+
+
+def step_cosine(grad: Tensor, last_update: Tensor, norm: TensorNorm) -> Tensor:
+    """cos(−g_t, u_{t−1}) per (instance, tensor), broadcast to ``grad`` ``(B, D, 1)``: 0 before
+    the first step; a constant for autograd."""
+    grad, last_update = grad.detach(), last_update.detach()
+    dot = norm.mean(-grad * last_update)
+    return (dot / (norm.rms(grad) * norm.rms(last_update))).expand_as(grad)
 
 
 def gradient_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:

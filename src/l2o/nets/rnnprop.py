@@ -8,6 +8,11 @@ State per coordinate: 2 accumulators (m, v) and ``h, c`` per layer (82 floats fo
 ``adapt_step = true`` adds a second head: the change of a per-tensor log step s the update is
 multiplied by (one more float), so the bounded step can shrink by orders of magnitude as a run
 converges instead of stalling at a floor set by ``output_scale``.
+``hypergradient_step = true`` (with ``adapt_step``) adds cos(−g_t, u_{t−1}) per tensor, the
+hypergradient of s (Baydin et al. 2018), to that head's input with a learned weight that starts
+at ``HYPERGRADIENT_WEIGHT``: s falls whenever the last step overshot, so the step size keeps
+shrinking as a run converges without the LSTM having to learn that schedule (one more float of
+state: the last update).
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ from l2o.nets.base import State, mask_zero_grads, tensor_norm
 from l2o.nets.features import feature_count
 from l2o.nets.lstm import LSTMOptimizer
 from l2o.nets.lstm_cell import lstm_layer
-from l2o.nets.mlp import adapted_log_step
+from l2o.nets.mlp import adapted_log_step, step_cosine
 from l2o.tasks.base import Layout
+
+# hypergradient_step: the starting weight of cos(−g_t, u_{t−1}) in the change of s. With it a
+# run that overshoots at every step (cos = −1) lowers s by 0.1·tanh(2) ≈ 0.096 a step.
+HYPERGRADIENT_WEIGHT = 2.0
 
 
 class RNNpropOptimizer(LSTMOptimizer):
@@ -49,6 +58,8 @@ class RNNpropOptimizer(LSTMOptimizer):
                 torch.empty(H).uniform_(-0.01 / H**0.5, 0.01 / H**0.5, generator=generator)
             )
             self.step_bias = nn.Parameter(torch.zeros(()))
+        if self.spec.hypergradient_step:
+            self.hypergradient_weight = nn.Parameter(torch.tensor(HYPERGRADIENT_WEIGHT))
 
     def input_size(self) -> int:
         return self.hidden_size  # the LSTM reads the dense layer's output
@@ -61,15 +72,19 @@ class RNNpropOptimizer(LSTMOptimizer):
         }
         if self.spec.adapt_step:
             named.update({"step.weight": self.step_weight, "step.bias": self.step_bias})
+        if self.spec.hypergradient_step:
+            named["step.hypergradient_weight"] = self.hypergradient_weight
         return named
 
     def state_names(self) -> tuple[str, ...]:
         names = super().state_names()
-        return (*names, "log_step") if self.spec.adapt_step else names
+        names = (*names, "log_step") if self.spec.adapt_step else names
+        return (*names, "last_update") if self.spec.hypergradient_step else names
 
     def state_widths(self) -> tuple[int, ...]:
         widths = super().state_widths()
-        return (*widths, 1) if self.spec.adapt_step else widths
+        widths = (*widths, 1) if self.spec.adapt_step else widths
+        return (*widths, 1) if self.spec.hypergradient_step else widths
 
     def step(
         self,
@@ -82,7 +97,8 @@ class RNNpropOptimizer(LSTMOptimizer):
         B, D = grads.shape
         x, state = self.inputs(grads, state, layout, step)
         adapt = int(self.spec.adapt_step)
-        skip = len(state) - 2 * self.layers - adapt  # feature accumulators come first
+        hyper = int(self.spec.hypergradient_step)
+        skip = len(state) - 2 * self.layers - adapt - hyper  # feature accumulators come first
         x = nn.functional.elu(torch.addmm(self.dense_bias, x, self.dense_weight))
         new_state: list[Tensor] = []
         for layer in range(self.layers):
@@ -100,11 +116,18 @@ class RNNpropOptimizer(LSTMOptimizer):
         if adapt:
             change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
             norm = tensor_norm(layout, D, grads.device)
+            if hyper:
+                last = state[-1].view(B, D, 1)
+                change = change + self.hypergradient_weight * step_cosine(
+                    grads.view(B, D, 1), last, norm
+                )
             log_step = adapted_log_step(
-                state[-1].view(B, D, 1), change, norm, self.spec.max_log_step
+                state[skip + 2 * self.layers].view(B, D, 1), change, norm, self.spec.max_log_step
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))
         if self.spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
+        if hyper:  # a constant for autograd, like the cosine it feeds
+            new_state.append(update.detach().reshape(B * D, 1))
         return update, (*state[:skip], *new_state)

@@ -52,6 +52,7 @@ class NetSpec:
     agreement_feature: bool = False  # also read cos(−g_t, last update) per tensor and its EMA
     adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
     max_log_step: float = LOG_STEP_LIMIT  # adapt_step: the log step size stays ≤ this
+    hypergradient_step: bool = False  # rnnprop, adapt_step: s also follows cos(−g_t, u_{t−1})
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -108,6 +109,10 @@ class NetSpec:
                 )
         if self.max_log_step != LOG_STEP_LIMIT and not self.adapt_step:
             raise L2OError("max_log_step bounds the step size of adapt_step: set adapt_step = true")
+        if self.hypergradient_step and not self.adapt_step:
+            raise L2OError(
+                "hypergradient_step moves the step size of adapt_step: set adapt_step = true"
+            )
         for key in ("nominal", "grad_scale", "progress_feature", "agreement_feature"):
             if getattr(self, key) and self.preprocess != "adam":
                 raise L2OError(f"{key} = true needs preprocess = 'adam' (it reuses its moments)")
