@@ -1,0 +1,82 @@
+"""scripts/add_hypergradient_step.py: the trained weights kept, the rule added, the cap moved."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import l2o
+from l2o.config import TrainConfig
+from l2o.errors import L2OError
+from l2o.meta import meta_train
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = importlib.util.spec_from_file_location(
+    "add_hypergradient_step", ROOT / "scripts/add_hypergradient_step.py"
+)
+script = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(script)
+
+TINY = dict(batch_size=4, horizon=12, truncation=4, iterations=2, val_every=2, val_instances=2)
+
+
+def _log_steps(net, grads):
+    """Updates and log step sizes of ``net`` fed ``grads`` one step after another."""
+    state, seen = net.init_state(grads[0].numel()), []
+    for step, grad in enumerate(grads):
+        update, state = net.step(grad, state, None, step)
+        seen.append((update, state[net.state_names().index("log_step")]))
+    return seen
+
+
+def _overshooting(net, steps=4):
+    """Gradients that point along the network's last update: every step overshot (cos = −1)."""
+    grads, state = [torch.randn(3, 10)], net.init_state(30)
+    for step in range(steps - 1):
+        update, state = net.step(grads[-1], state, None, step)
+        grads.append(update.detach() * 10)
+    return grads
+
+
+def test_the_rule_is_added_to_the_trained_weights(tmp_path) -> None:
+    run = tmp_path / "run"
+    meta_train(
+        TrainConfig(optimizer="rnnprop", adapt_step=True, max_log_step=1.0, **TINY), out_dir=run
+    )
+    script.add_rule(run, tmp_path / "off", weight=0.0, max_log_step=None)
+    script.add_rule(run, tmp_path / "on", weight=2.0, max_log_step=1.5)
+    script.add_rule(run, tmp_path / "on0", weight=0.0, max_log_step=1.5)
+    trained, off, on = l2o.load(run), l2o.load(tmp_path / "off"), l2o.load(tmp_path / "on")
+    assert (on.spec.hypergradient_step, on.spec.max_log_step, off.spec.max_log_step) == (
+        True,
+        1.5,
+        1.0,
+    )
+    assert on.hypergradient_weight.item() == 2.0
+    with torch.no_grad():  # weight 0: every update is the trained network's
+        grads = [torch.randn(3, 10) * (-1) ** step for step in range(4)]
+        for (a, s_a), (b, s_b) in zip(_log_steps(trained, grads), _log_steps(off, grads)):
+            torch.testing.assert_close(a, b)
+            torch.testing.assert_close(s_a, s_b)
+        # weight 2, each gradient along the last update: s falls by the rule against weight 0
+        grads = _overshooting(on)
+        ruled, plain = _log_steps(on, grads), _log_steps(l2o.load(tmp_path / "on0"), grads)
+        torch.testing.assert_close(ruled[0][1], plain[0][1])  # no last update yet
+        for (_, s_ruled), (_, s_plain) in zip(ruled[1:], plain[1:]):
+            assert (s_ruled < s_plain - 0.01).all()
+    info = json.loads((tmp_path / "on" / "config.json").read_text())
+    assert info["post_training"]["max_log_step"] == {"from": 1.0, "to": 1.5}
+    assert (tmp_path / "on" / "metrics.csv").is_file()
+    with pytest.raises(L2OError, match="already has hypergradient_step"):
+        script.add_rule(tmp_path / "on", tmp_path / "again", weight=2.0, max_log_step=None)
+
+
+def test_a_network_without_a_step_size_is_one_clear_error(tmp_path) -> None:
+    run = tmp_path / "lstm"
+    meta_train(TrainConfig(**TINY), out_dir=run)
+    with pytest.raises(L2OError, match="rnnprop network with adapt_step"):
+        script.add_rule(run, tmp_path / "out", weight=2.0, max_log_step=None)
