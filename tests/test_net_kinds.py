@@ -75,6 +75,9 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({"optimizer": "rnnprop", "max_log_step": 1.0}, "set adapt_step = true"),
         ({"optimizer": "rnnprop", "adapt_step": True, "max_log_step": -10}, "max_log_step"),
         ({"optimizer": "lstm", "max_log_step": 1.0}, "read by: rnnprop, mlp"),
+        ({"optimizer": "mlp", "min_log_step": -12.0}, "set adapt_step = true"),
+        ({"optimizer": "mlp", "adapt_step": True, "min_log_step": -31.0}, r"min_log_step .*\[-30"),
+        ({"optimizer": "mlp", "adapt_step": True, "max_log_step": 1, "min_log_step": 1}, "min_"),
         ({"optimizer": "rnnprop", "hypergradient_step": True}, "set adapt_step = true"),
         ({"optimizer": "mlp", "adapt_step": True, "hypergradient_step": True}, "read by: rnnprop"),
     ]:
@@ -331,23 +334,26 @@ def test_adapt_step_integrates_a_per_tensor_log_step_the_meta_gradient_reaches()
 
 
 @pytest.mark.parametrize("kind", ["mlp", "rnnprop"])
-def test_max_log_step_caps_the_step_size_the_net_grows(kind) -> None:
-    """A net that always asks for a longer step stops at e^max_log_step × its plain step."""
-    capped = build_net({"optimizer": kind, "adapt_step": True, "max_log_step": 0.5}, seed=0)
+@pytest.mark.parametrize("push", [100.0, -100.0])
+def test_log_step_bounds_hold_the_step_size_the_net_moves(kind, push) -> None:
+    """A net that always asks for a longer step stops at e^max_log_step × its plain step, one
+    that always asks for a shorter step at e^min_log_step ×."""
+    bounds = {"max_log_step": 0.5, "min_log_step": -0.3}
+    net = build_net({"optimizer": kind, "adapt_step": True, **bounds}, seed=0)
     with torch.no_grad():
         if kind == "mlp":
-            capped.out_bias[2] = 100.0
+            net.out_bias[2] = push
         else:
-            capped.step_bias.fill_(100.0)
+            net.step_bias.fill_(push)
     grads = torch.randn(2, 16)
-    state = capped.init_state(32)
+    state = net.init_state(32)
     for step in range(10):
-        _, state = capped.step(grads, state, ((3, 4), (4,)), step)
-        expected = min(0.1 * (step + 1), 0.5)
-        log_step = state[capped.state_names().index("log_step")]
+        _, state = net.step(grads, state, ((3, 4), (4,)), step)
+        expected = min(0.1 * (step + 1), 0.5) if push > 0 else max(-0.1 * (step + 1), -0.3)
+        log_step = state[net.state_names().index("log_step")]
         torch.testing.assert_close(log_step, torch.full((32, 1), expected), rtol=1e-5, atol=1e-5)
-    loaded = spec_from_dict(capped.arch_config())
-    assert loaded.max_log_step == 0.5  # saved with the weights
+    loaded = spec_from_dict(net.arch_config())
+    assert (loaded.max_log_step, loaded.min_log_step) == (0.5, -0.3)  # saved with the weights
 
 
 def test_hypergradient_step_lowers_s_after_an_overshoot_and_raises_it_after_an_undershoot():

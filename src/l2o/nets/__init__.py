@@ -40,7 +40,7 @@ register_net(
 register_net(
     "rnnprop",
     RNNpropOptimizer.from_spec,
-    keys=(*_LSTM_KEYS, "adapt_step", "max_log_step", "hypergradient_step"),
+    keys=(*_LSTM_KEYS, "adapt_step", "max_log_step", "min_log_step", "hypergradient_step"),
     defaults={"preprocess": "rnnprop"},
     description="RNNprop: m̂/√v̂ and g/√v̂ into dense + 2×20 LSTM, output bounded by lr",
 )
@@ -62,6 +62,7 @@ register_net(
         "agreement_feature",
         "adapt_step",
         "max_log_step",
+        "min_log_step",
         "skip_zero_grad",
     ),
     defaults={"hidden_size": 16, "output_scale": 0.01, "preprocess": "adam"},

@@ -52,7 +52,7 @@ from l2o.nets.features import (
     state_size,
     time_features,
 )
-from l2o.nets.spec import LOG_STEP_LIMIT, NetSpec
+from l2o.nets.spec import NetSpec
 from l2o.tasks.base import Layout
 
 ADAM_FEATURE = 8  # index of m_0.9/√v in the adam feature set: the skip path's starting direction
@@ -215,7 +215,9 @@ class MLPOptimizer(OptimizerNet):
         update = step_from_outputs(out, lr, spec.step_alpha).view(B, D)
         if log_step is not None:
             change = out[:, 2].view(B, D, 1)
-            log_step = adapted_log_step(log_step, change, norm, spec.max_log_step)
+            log_step = adapted_log_step(
+                log_step, change, norm, spec.min_log_step, spec.max_log_step
+            )
             update = update * log_step.squeeze(-1).exp()
         if spec.nominal:
             update = update - lr * adam_direction(acc, step)
@@ -241,16 +243,17 @@ class MLPOptimizer(OptimizerNet):
         return update, new_state
 
 
-def adapted_log_step(log_step: Tensor, change: Tensor, norm: TensorNorm, upper: float) -> Tensor:
+def adapted_log_step(
+    log_step: Tensor, change: Tensor, norm: TensorNorm, lower: float, upper: float
+) -> Tensor:
     """The new per-tensor log step size ``(B, D, 1)``: the old one moved by
-    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within
-    [−``LOG_STEP_LIMIT``, ``upper``].
+    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within [``lower``, ``upper``].
 
     The net integrates its own step size, as a hypergradient method does (Baydin et al. 2018),
     so it can settle on each instance's curvature instead of a step fixed by its lr.
     """
     moved = log_step + STEP_CHANGE * torch.tanh(norm.mean(change))
-    return moved.clamp(-LOG_STEP_LIMIT, upper)
+    return moved.clamp(lower, upper)
 
 
 def step_agreement(

@@ -122,7 +122,11 @@ class RNNpropOptimizer(LSTMOptimizer):
                     grads.view(B, D, 1), last, norm
                 )
             log_step = adapted_log_step(
-                state[skip + 2 * self.layers].view(B, D, 1), change, norm, self.spec.max_log_step
+                state[skip + 2 * self.layers].view(B, D, 1),
+                change,
+                norm,
+                self.spec.min_log_step,
+                self.spec.max_log_step,
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))

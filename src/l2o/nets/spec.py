@@ -29,7 +29,8 @@ from torch import nn
 from l2o.errors import L2OError
 
 FEATURE_SETS = ("log_sign", "none", "adam", "rnnprop")
-LOG_STEP_LIMIT = 10.0  # adapt_step: the log step size stays within ±this (max_log_step: the top)
+LOG_STEP_LIMIT = 10.0  # adapt_step: s stays within ±this by default (max_log_step, min_log_step)
+LOWEST_LOG_STEP = 30.0  # min_log_step may go down to −this (e^−30 ≈ 1e-13: below float32's reach)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class NetSpec:
     agreement_feature: bool = False  # also read cos(−g_t, last update) per tensor and its EMA
     adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
     max_log_step: float = LOG_STEP_LIMIT  # adapt_step: the log step size stays ≤ this
+    min_log_step: float = -LOG_STEP_LIMIT  # adapt_step: ... and ≥ this (lower: longer runs go on)
     hypergradient_step: bool = False  # rnnprop, adapt_step: s also follows cos(−g_t, u_{t−1})
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
@@ -89,6 +91,12 @@ class NetSpec:
                 f"max_log_step must be in (-{LOG_STEP_LIMIT:g}, {LOG_STEP_LIMIT:g}], "
                 f"got {self.max_log_step}"
             )
+        _number(self, "min_log_step")
+        if not -LOWEST_LOG_STEP <= self.min_log_step < self.max_log_step:
+            raise L2OError(
+                f"min_log_step must be in [-{LOWEST_LOG_STEP:g}, max_log_step = "
+                f"{self.max_log_step:g}), got {self.min_log_step}"
+            )
         for key in _BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -109,6 +117,8 @@ class NetSpec:
                 )
         if self.max_log_step != LOG_STEP_LIMIT and not self.adapt_step:
             raise L2OError("max_log_step bounds the step size of adapt_step: set adapt_step = true")
+        if self.min_log_step != -LOG_STEP_LIMIT and not self.adapt_step:
+            raise L2OError("min_log_step bounds the step size of adapt_step: set adapt_step = true")
         if self.hypergradient_step and not self.adapt_step:
             raise L2OError(
                 "hypergradient_step moves the step size of adapt_step: set adapt_step = true"
