@@ -1,4 +1,4 @@
-"""scripts/add_hypergradient_step.py: the trained weights kept, the rule added, the cap moved."""
+"""scripts/adjust_step_size.py: the trained weights kept, the rule added, the bounds on s moved."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ from l2o.errors import L2OError
 from l2o.meta import meta_train
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = importlib.util.spec_from_file_location(
-    "add_hypergradient_step", ROOT / "scripts/add_hypergradient_step.py"
-)
+SPEC = importlib.util.spec_from_file_location("adjust", ROOT / "scripts/adjust_step_size.py")
 script = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(script)
 
@@ -47,15 +45,16 @@ def test_the_rule_is_added_to_the_trained_weights(tmp_path) -> None:
     meta_train(
         TrainConfig(optimizer="rnnprop", adapt_step=True, max_log_step=1.0, **TINY), out_dir=run
     )
-    script.add_rule(run, tmp_path / "off", weight=0.0, max_log_step=None)
-    script.add_rule(run, tmp_path / "on", weight=2.0, max_log_step=1.5)
-    script.add_rule(run, tmp_path / "on0", weight=0.0, max_log_step=1.5)
+    script.adjust(run, tmp_path / "off", hypergradient_weight=0.0)
+    script.adjust(run, tmp_path / "on", hypergradient_weight=2, max_log_step=1.5, min_log_step=-16)
+    script.adjust(run, tmp_path / "on0", hypergradient_weight=0.0, max_log_step=1.5)
     trained, off, on = l2o.load(run), l2o.load(tmp_path / "off"), l2o.load(tmp_path / "on")
-    assert (on.spec.hypergradient_step, on.spec.max_log_step, off.spec.max_log_step) == (
+    assert (on.spec.hypergradient_step, on.spec.max_log_step, on.spec.min_log_step) == (
         True,
         1.5,
-        1.0,
+        -16.0,
     )
+    assert (off.spec.max_log_step, off.spec.min_log_step) == (1.0, -10.0)
     assert on.hypergradient_weight.item() == 2.0
     with torch.no_grad():  # weight 0: every update is the trained network's
         grads = [torch.randn(3, 10) * (-1) ** step for step in range(4)]
@@ -70,13 +69,36 @@ def test_the_rule_is_added_to_the_trained_weights(tmp_path) -> None:
             assert (s_ruled < s_plain - 0.01).all()
     info = json.loads((tmp_path / "on" / "config.json").read_text())
     assert info["post_training"]["max_log_step"] == {"from": 1.0, "to": 1.5}
+    assert info["post_training"]["min_log_step"] == {"from": -10.0, "to": -16.0}
     assert (tmp_path / "on" / "metrics.csv").is_file()
     with pytest.raises(L2OError, match="already has hypergradient_step"):
-        script.add_rule(tmp_path / "on", tmp_path / "again", weight=2.0, max_log_step=None)
+        script.adjust(tmp_path / "on", tmp_path / "again", hypergradient_weight=2.0)
+    with pytest.raises(L2OError, match="nothing to change"):
+        script.adjust(run, tmp_path / "same")
+
+
+def test_a_network_trained_with_the_rule_keeps_it_and_only_its_floor_moves(tmp_path) -> None:
+    """general's post-training step: the learned weight stays, s may now fall below −10."""
+    run = tmp_path / "run"
+    cfg = TrainConfig(optimizer="rnnprop", adapt_step=True, hypergradient_step=True, **TINY)
+    meta_train(cfg, out_dir=run)
+    script.adjust(run, tmp_path / "low", min_log_step=-16.0)
+    trained, low = l2o.load(run), l2o.load(tmp_path / "low")
+    assert low.spec.min_log_step == -16.0 and low.spec.hypergradient_step
+    torch.testing.assert_close(low.state_dict(), trained.state_dict())
+    with torch.no_grad():  # the rule alone, every step an overshoot: s falls 0.1·tanh(w) a step
+        for net in (trained, low):
+            net.step_weight.zero_()
+            net.step_bias.zero_()
+        grads = _overshooting(low, steps=200)
+        s_trained = _log_steps(trained, grads)[-1][1]
+        s_low = _log_steps(low, grads)[-1][1]
+    assert (s_trained >= -10.0).all() and (s_trained < -9.9).all()
+    assert (s_low < -10.5).all() and (s_low >= -16.0).all()
 
 
 def test_a_network_without_a_step_size_is_one_clear_error(tmp_path) -> None:
     run = tmp_path / "lstm"
     meta_train(TrainConfig(**TINY), out_dir=run)
     with pytest.raises(L2OError, match="rnnprop network with adapt_step"):
-        script.add_rule(run, tmp_path / "out", weight=2.0, max_log_step=None)
+        script.adjust(run, tmp_path / "out", hypergradient_weight=2.0)

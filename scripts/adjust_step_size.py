@@ -1,0 +1,110 @@
+"""Change how a trained ``rnnprop`` + ``adapt_step`` network moves its step size, no retraining.
+
+    # general: trained with the rule; only the floor of s is lowered
+    .venv/bin/python scripts/adjust_step_size.py runs/general runs/general/final --min-log-step -16
+    # a network trained without the rule: add it with weight 2 and raise the cap on s
+    .venv/bin/python scripts/adjust_step_size.py RUN OUT --hypergradient-weight 2 --max-log-step 1.5
+
+The network keeps a per-tensor log step size s (docs/general-study.md). Three things about it
+can change after training:
+
+- ``--hypergradient-weight W`` adds the hypergradient rule (``hypergradient_step``): s also
+  moves by W·cos(−g_t, u_{t−1}), so it falls whenever the last step overshot. A network trained
+  with the rule keeps its learned weight: this option is then an error.
+- ``--max-log-step`` moves the cap on s: the rule brakes a step that grows too long, so a
+  network given the rule after training can take a higher cap.
+- ``--min-log-step`` moves the floor: with the rule s keeps falling as a run converges, and the
+  default floor −10 holds the loss of a long run up (the quadratic stops near 1e-12 instead of
+  going on to 3e-13).
+
+The trained weights are copied. OUT is a run folder (``optimizer.safetensors``, ``config.json``
+with the changes recorded under ``post_training``, and RUN's ``metrics.csv``), which
+``l2o compare``, ``l2o evaluate`` and ``scripts/make_pretrained.py`` take like any run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+import l2o
+from l2o.errors import L2OError
+from l2o.nets import build_net
+from l2o.serialization import save_optimizer
+
+BOUNDS = ("max_log_step", "min_log_step")
+
+
+def adjust(
+    run: Path,
+    out: Path,
+    hypergradient_weight: float | None = None,
+    max_log_step: float | None = None,
+    min_log_step: float | None = None,
+) -> Path:
+    """Write OUT: RUN's network with the rule added and/or its bounds on s moved."""
+    trained = l2o.load(run)
+    spec = dict(trained.arch_config())
+    if spec.get("optimizer") != "rnnprop" or not spec.get("adapt_step"):
+        raise L2OError(f"{run}: needs an rnnprop network with adapt_step = true, got {spec}")
+    bounds = dict(zip(BOUNDS, (max_log_step, min_log_step)))
+    if hypergradient_weight is None and all(v is None for v in bounds.values()):
+        raise L2OError(
+            "nothing to change: give --hypergradient-weight, --max-log-step or --min-log-step"
+        )
+    change: dict = {}
+    if hypergradient_weight is not None:
+        if spec.get("hypergradient_step"):
+            weight = float(trained.state_dict()["hypergradient_weight"])
+            raise L2OError(
+                f"{run}: already has hypergradient_step (its weight, learned: {weight:.3g}); "
+                "drop --hypergradient-weight to change only the bounds on s"
+            )
+        change.update(hypergradient_step=True, hypergradient_weight=hypergradient_weight)
+        spec["hypergradient_step"] = True
+    for key, value in bounds.items():
+        if value is not None:
+            change[key] = {"from": spec[key], "to": value}
+            spec[key] = value
+    net = build_net(spec)
+    missing = net.load_state_dict(trained.state_dict(), strict=False).missing_keys
+    if missing != (["hypergradient_weight"] if hypergradient_weight is not None else []):
+        raise L2OError(f"{run}: unexpected weights missing after the change: {missing}")
+    if hypergradient_weight is not None:
+        with torch.no_grad():
+            net.hypergradient_weight.fill_(hypergradient_weight)
+    info = json.loads((run / "config.json").read_text())
+    info.pop("architecture", None)
+    info["post_training"] = {"script": "scripts/adjust_step_size.py", **change}
+    out.mkdir(parents=True, exist_ok=True)
+    path = save_optimizer(net, out, info)
+    if (run / "metrics.csv").is_file():
+        shutil.copyfile(run / "metrics.csv", out / "metrics.csv")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished l2o train folder")
+    parser.add_argument("out", type=Path, help="the folder to write")
+    parser.add_argument(
+        "--hypergradient-weight", type=float, default=None, help="add the rule, with this weight"
+    )
+    parser.add_argument("--max-log-step", type=float, default=None, help="a new cap on s")
+    parser.add_argument("--min-log-step", type=float, default=None, help="a new floor of s")
+    args = parser.parse_args()
+    try:
+        path = adjust(
+            args.run, args.out, args.hypergradient_weight, args.max_log_step, args.min_log_step
+        )
+    except L2OError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"wrote {path}: {l2o.load(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
