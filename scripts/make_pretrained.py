@@ -43,7 +43,7 @@ def training_summary(run: Path) -> dict[str, Any]:
         "meta_loss_last10_mean": sum(float(r["meta_loss"]) for r in rows[-10:]) / len(rows[-10:]),
         "best_iteration": best[0],
         "best_val_loss": best[1],
-        "val_curve": [[i, round(v, 6)] for i, v in val],
+        "val_curve": [[i, float(f"{v:.3g}")] for i, v in val],  # 3 significant figures: 1e-12 stays
     }
 
 
