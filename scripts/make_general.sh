@@ -11,8 +11,8 @@
 #    and with sigmoid; no other real dataset), log meta-loss, log-uniform unroll lengths up to
 #    the config's max_horizon; 300 iterations of 16 instances at meta_lr 1e-3, the best of 15
 #    validations kept (docs/general-study.md has the seeds and the ablations);
-#    `general`: rnnprop with adapt_step (s <= 1), unrolls to 1,000 steps, then (no retraining)
-#    the hypergradient rule for s and the cap raised to s <= 1.5 (scripts/add_hypergradient_step.py);
+#    `general`: rnnprop with adapt_step (s <= 1) and the hypergradient rule for s, unrolls to
+#    1,000 steps, then (no retraining) the floor of s lowered to -16 (scripts/adjust_step_size.py);
 #    `general-fast`: the per-coordinate mlp, unrolls to 400 steps;
 # 2. the generalisation suite of `l2o compare --generalization suite` on the quadratic and the
 #    digits MLP, the network untuned (its default lr) against baselines tuned per setting (with
@@ -30,10 +30,10 @@ TRAIN=(train mixture --config "configs/$NAME.toml" --set batch_size=16 --set ite
 NET=$OUT
 RECIPE="l2o ${TRAIN[*]}"
 if [ "$NAME" = general ]; then
-  # the hypergradient rule for s (weight 2), and the cap on s raised from 1 to 1.5: no retraining
+  # the floor of s lowered from -10 to -16, no retraining: long runs keep descending
   NET=$OUT/final
-  .venv/bin/python scripts/add_hypergradient_step.py "$OUT" "$NET" --weight 2 --max-log-step 1.5
-  RECIPE="$RECIPE && python scripts/add_hypergradient_step.py $OUT $NET --weight 2 --max-log-step 1.5"
+  .venv/bin/python scripts/adjust_step_size.py "$OUT" "$NET" --min-log-step -16
+  RECIPE="$RECIPE && python scripts/adjust_step_size.py $OUT $NET --min-log-step -16"
 fi
 SUITE=()
 if [ -n "${BASELINES_FROM:-}" ]; then
@@ -53,8 +53,8 @@ else
           --compare-command "l2o compare digits-mlp --optimizer $NET --generalization suite ...")
 fi
 if [ "$NAME" = general ]; then
-  SUMMARY="mixture (quadratics, random MLPs, digits' meta-train half), trained for T=100 with unrolls of 20 to 1,000 steps, plus the hypergradient rule for its step size: the default network of LearnedOptimizer"
-  NOTE="Untuned: lr = output_scale 0.1 bounds each coordinate's step before the per-tensor step size e^s (s <= 1.5), which the LSTM moves and which also falls whenever the last step overshot (the hypergradient rule, weight 2). An LSTM per coordinate: 84 floats of state per parameter (Adam: 2), and a step costs several times Adam's (benchmarks/optimizer_overhead.py); general-fast is the cheap alternative."
+  SUMMARY="mixture (quadratics, random MLPs, digits' meta-train half), trained for T=100 with unrolls of 20 to 1,000 steps, with the hypergradient rule for its step size: the default network of LearnedOptimizer"
+  NOTE="Untuned: lr = output_scale 0.1 bounds each coordinate's step before the per-tensor step size e^s (-16 <= s <= 1), which the LSTM moves and which also falls whenever the last step overshot (the hypergradient rule, its weight learned). An LSTM per coordinate: 84 floats of state per parameter (Adam: 2), and a step costs several times Adam's (benchmarks/optimizer_overhead.py); general-fast is the cheap alternative."
 else
   SUMMARY="mixture (quadratics, random MLPs, digits' meta-train half), trained for T=100 (unrolls up to 400): general's cheaper mlp alternative"
   NOTE="Untuned: lr = output_scale 0.01 (its step sizes are learned relative to it). 5 floats of state per parameter. Weak on ill-conditioned quadratics (see the card's table)."
