@@ -36,8 +36,6 @@ from l2o.errors import L2OError
 from l2o.nets import build_net
 from l2o.serialization import save_optimizer
 
-BOUNDS = ("max_log_step", "min_log_step")
-
 
 def adjust(
     run: Path,
@@ -51,7 +49,7 @@ def adjust(
     spec = dict(trained.arch_config())
     if spec.get("optimizer") != "rnnprop" or not spec.get("adapt_step"):
         raise L2OError(f"{run}: needs an rnnprop network with adapt_step = true, got {spec}")
-    bounds = dict(zip(BOUNDS, (max_log_step, min_log_step)))
+    bounds = {"max_log_step": max_log_step, "min_log_step": min_log_step}
     if hypergradient_weight is None and all(v is None for v in bounds.values()):
         raise L2OError(
             "nothing to change: give --hypergradient-weight, --max-log-step or --min-log-step"
