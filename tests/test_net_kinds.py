@@ -35,6 +35,12 @@ KINDS = {
         "adapt_step": True,
         "hypergradient_step": True,
     },
+    "rnnprop-hypergradient-both": {
+        "optimizer": "rnnprop",
+        "adapt_step": True,
+        "hypergradient_step": True,
+        "hypergradient_signal": "both",
+    },
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -80,6 +86,12 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({"optimizer": "mlp", "adapt_step": True, "max_log_step": 1, "min_log_step": 1}, "min_"),
         ({"optimizer": "rnnprop", "hypergradient_step": True}, "set adapt_step = true"),
         ({"optimizer": "mlp", "adapt_step": True, "hypergradient_step": True}, "read by: rnnprop"),
+        (
+            {"optimizer": "rnnprop", "adapt_step": True, "hypergradient_signal": "momentum"},
+            "set hypergradient_step = true",
+        ),
+        ({**HYPER, "hypergradient_signal": "ema"}, "one of gradient, momentum, both"),
+        ({**HYPER, "hypergradient_signal": "both", "preprocess": "adam"}, "preprocess = 'rnnprop'"),
     ]:
         with pytest.raises(L2OError, match=match):
             build_net(bad)
@@ -383,6 +395,48 @@ def test_hypergradient_step_lowers_s_after_an_overshoot_and_raises_it_after_an_u
         total = total + update.square().sum()
     total.backward()
     assert net.hypergradient_weight.grad.abs() > 0
+
+
+HYPER = {"optimizer": "rnnprop", "adapt_step": True, "hypergradient_step": True}
+
+
+@pytest.mark.parametrize("signal", ["momentum", "both"])
+def test_hypergradient_signal_momentum_reads_the_cosine_of_the_gradients_ema(signal) -> None:
+    """``hypergradient_signal = "momentum"`` moves s by w·cos(−m_t, u_{t−1}) per tensor, m_t the
+    EMA of g (β = 0.95) the features keep; ``"both"`` adds w_g·cos(−g_t, u_{t−1}) (each w starts
+    at 1), and the meta-gradient reaches every weight."""
+    net = build_net({**HYPER, "hypergradient_signal": signal})
+    with torch.no_grad():
+        net.step_weight.zero_()
+        net.step_bias.zero_()
+    layout = ((3, 4), (4,))
+    g0, g1 = torch.randn(2, 16), torch.randn(2, 16)
+    state = net.init_state(32)
+    u0, state = net.step(g0, state, layout, 0)
+    _, state = net.step(g1, state, layout, 1)
+    m1 = 0.95 * 0.05 * g0 + 0.05 * g1
+
+    def cosines(read: torch.Tensor) -> torch.Tensor:  # per instance and tensor, per coordinate
+        out = torch.empty(2, 16)
+        for part in (slice(0, 12), slice(12, 16)):
+            cosine = torch.nn.functional.cosine_similarity(read[:, part], u0[:, part])
+            out[:, part] = -cosine[:, None]
+        return out
+
+    weight = 2.0 if signal == "momentum" else 1.0
+    change = weight * cosines(m1) + (weight * cosines(g1) if signal == "both" else 0)
+    expected = 0.1 * torch.tanh(change)  # s started at 0
+    torch.testing.assert_close(state[-2], expected.reshape(32, 1), rtol=1e-4, atol=1e-6)
+    named = net.weights()
+    assert ("step.hypergradient_weight" in named) == (signal == "both")
+    state, total = net.init_state(32), torch.zeros(())
+    for step in range(3):
+        update, state = net.step(torch.randn(2, 16), state, layout, step)
+        total = total + update.square().sum()
+    total.backward()
+    assert named["step.hypergradient_momentum_weight"].grad.abs() > 0
+    if signal == "both":
+        assert named["step.hypergradient_weight"].grad.abs() > 0
 
 
 def test_a_concurrent_kind_on_a_plain_task_is_one_clear_error() -> None:

@@ -52,6 +52,12 @@ KINDS = {
         "adapt_step": True,
         "hypergradient_step": True,
     },
+    "rnnprop-hypergradient-both": {
+        "optimizer": "rnnprop",
+        "adapt_step": True,
+        "hypergradient_step": True,
+        "hypergradient_signal": "both",
+    },
     "rnnprop": {"optimizer": "rnnprop"},
 }
 LEARNED = ["learned-fresh", "learned-loaded", *(f"learned-{k}" for k in KINDS)]

@@ -40,7 +40,14 @@ register_net(
 register_net(
     "rnnprop",
     RNNpropOptimizer.from_spec,
-    keys=(*_LSTM_KEYS, "adapt_step", "max_log_step", "min_log_step", "hypergradient_step"),
+    keys=(
+        *_LSTM_KEYS,
+        "adapt_step",
+        "max_log_step",
+        "min_log_step",
+        "hypergradient_step",
+        "hypergradient_signal",
+    ),
     defaults={"preprocess": "rnnprop"},
     description="RNNprop: m̂/√v̂ and g/√v̂ into dense + 2×20 LSTM, output bounded by lr",
 )

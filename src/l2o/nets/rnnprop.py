@@ -12,7 +12,9 @@ converges instead of stalling at a floor set by ``output_scale``.
 hypergradient of s (Baydin et al. 2018), to that head's input with a learned weight that starts
 at ``HYPERGRADIENT_WEIGHT``: s falls whenever the last step overshot, so the step size keeps
 shrinking as a run converges without the LSTM having to learn that schedule (one more float of
-state: the last update).
+state: the last update). ``hypergradient_signal = "momentum"`` reads cos(−m_t, u_{t−1}) instead
+(m_t: the feature set's EMA of g, which minibatch noise moves less), ``"both"`` adds both cosines,
+each with its own learned weight.
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ from l2o.tasks.base import Layout
 # hypergradient_step: the starting weight of cos(−g_t, u_{t−1}) in the change of s. With it a
 # run that overshoots at every step (cos = −1) lowers s by 0.1·tanh(2) ≈ 0.096 a step.
 HYPERGRADIENT_WEIGHT = 2.0
+# The learned weight of each cosine, by what the rule reads: "both" splits the starting weight.
+_HYPERGRADIENT_WEIGHTS = {
+    "gradient": {"gradient": HYPERGRADIENT_WEIGHT},
+    "momentum": {"momentum": HYPERGRADIENT_WEIGHT},
+    "both": {"gradient": HYPERGRADIENT_WEIGHT / 2, "momentum": HYPERGRADIENT_WEIGHT / 2},
+}
+# the weight's attribute (its name in saved weights: the gradient's keeps the one it had before)
+_HYPERGRADIENT_ATTRIBUTES = {
+    "gradient": "hypergradient_weight",
+    "momentum": "hypergradient_momentum_weight",
+}
 
 
 class RNNpropOptimizer(LSTMOptimizer):
@@ -58,8 +71,12 @@ class RNNpropOptimizer(LSTMOptimizer):
                 torch.empty(H).uniform_(-0.01 / H**0.5, 0.01 / H**0.5, generator=generator)
             )
             self.step_bias = nn.Parameter(torch.zeros(()))
+        self.hypergradient_signals: tuple[str, ...] = ()
         if self.spec.hypergradient_step:
-            self.hypergradient_weight = nn.Parameter(torch.tensor(HYPERGRADIENT_WEIGHT))
+            start = _HYPERGRADIENT_WEIGHTS[self.spec.hypergradient_signal]
+            self.hypergradient_signals = tuple(start)
+            for signal, weight in start.items():
+                setattr(self, _HYPERGRADIENT_ATTRIBUTES[signal], nn.Parameter(torch.tensor(weight)))
 
     def input_size(self) -> int:
         return self.hidden_size  # the LSTM reads the dense layer's output
@@ -72,8 +89,9 @@ class RNNpropOptimizer(LSTMOptimizer):
         }
         if self.spec.adapt_step:
             named.update({"step.weight": self.step_weight, "step.bias": self.step_bias})
-        if self.spec.hypergradient_step:
-            named["step.hypergradient_weight"] = self.hypergradient_weight
+        for signal in self.hypergradient_signals:
+            attribute = _HYPERGRADIENT_ATTRIBUTES[signal]
+            named[f"step.{attribute}"] = getattr(self, attribute)
         return named
 
     def state_names(self) -> tuple[str, ...]:
@@ -116,11 +134,13 @@ class RNNpropOptimizer(LSTMOptimizer):
         if adapt:
             change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
             norm = tensor_norm(layout, D, grads.device)
-            if hyper:
+            for signal in self.hypergradient_signals:
+                weight = getattr(self, _HYPERGRADIENT_ATTRIBUTES[signal])
+                # m_t: the first feature accumulator, just updated (its bias correction is one
+                # factor per step, which the cosine ignores)
+                read = grads if signal == "gradient" else state[0].view(B, D, -1)[..., 0]
                 last = state[-1].view(B, D, 1)
-                change = change + self.hypergradient_weight * step_cosine(
-                    grads.view(B, D, 1), last, norm
-                )
+                change = change + weight * step_cosine(read.view(B, D, 1), last, norm)
             log_step = adapted_log_step(
                 state[skip + 2 * self.layers].view(B, D, 1),
                 change,

@@ -30,6 +30,8 @@ from l2o.errors import L2OError
 
 FEATURE_SETS = ("log_sign", "none", "adam", "rnnprop")
 LOG_STEP_LIMIT = 10.0  # adapt_step: s stays within ±this by default (max_log_step, min_log_step)
+# hypergradient_step reads cos(−g_t, u_{t−1}), cos(−m_t, u_{t−1}) (m_t: the EMA of g), or both
+HYPERGRADIENT_SIGNALS = ("gradient", "momentum", "both")
 LOWEST_LOG_STEP = 30.0  # min_log_step may go down to −this (e^−30 ≈ 1e-13: below float32's reach)
 
 
@@ -55,6 +57,7 @@ class NetSpec:
     max_log_step: float = LOG_STEP_LIMIT  # adapt_step: the log step size stays ≤ this
     min_log_step: float = -LOG_STEP_LIMIT  # adapt_step: ... and ≥ this (lower: longer runs go on)
     hypergradient_step: bool = False  # rnnprop, adapt_step: s also follows cos(−g_t, u_{t−1})
+    hypergradient_signal: str = "gradient"  # ... of g_t, of its EMA m_t, or both (two weights)
     # --- every kind: the torch contract ---
     skip_zero_grad: bool = True  # a coordinate whose gradient is exactly 0 does not move
     # --- concurrent combiners (K gradients per coordinate) ---
@@ -122,6 +125,21 @@ class NetSpec:
         if self.hypergradient_step and not self.adapt_step:
             raise L2OError(
                 "hypergradient_step moves the step size of adapt_step: set adapt_step = true"
+            )
+        if self.hypergradient_signal not in HYPERGRADIENT_SIGNALS:
+            raise L2OError(
+                f"hypergradient_signal must be one of {', '.join(HYPERGRADIENT_SIGNALS)}, "
+                f"got {self.hypergradient_signal!r}"
+            )
+        if self.hypergradient_signal != "gradient" and not self.hypergradient_step:
+            raise L2OError(
+                "hypergradient_signal chooses what the hypergradient rule reads: set "
+                "hypergradient_step = true"
+            )
+        if self.hypergradient_signal != "gradient" and self.preprocess != "rnnprop":
+            raise L2OError(
+                f"hypergradient_signal = {self.hypergradient_signal!r} reads the EMA of the "
+                f"gradient that preprocess = 'rnnprop' keeps, got preprocess = {self.preprocess!r}"
             )
         for key in ("nominal", "grad_scale", "progress_feature", "agreement_feature"):
             if getattr(self, key) and self.preprocess != "adam":
