@@ -89,7 +89,8 @@ def score_against_card(
                 "best_median": entry["best_baseline_median"],
                 "adam_median": entry["adam_median"],
                 "steps": int(entry["steps"]),
-                "suite": f"card:{card_name}",
+                # where the card's baselines were tuned (the suite folder of its own scoring)
+                "suite": entry.get("baselines_from", f"card:{card_name}"),
             }))  # fmt: skip
     if not out:
         raise L2OError(
