@@ -4,6 +4,7 @@
 #   bash scripts/make_general.sh                     # `general`: ~1 h of training + the suite
 #   NAME=general-fast bash scripts/make_general.sh   # `general-fast`: ~4 min + the suite
 #   BASELINES_FROM=runs/general bash scripts/make_general.sh   # reuse that suite's baselines
+#   BASELINES_CARD=general bash scripts/make_general.sh   # ... or those in a shipped card
 #   SKIP_TRAIN=1 ...                                 # steps 2-3 on the run already in OUT
 #
 # 1. meta-train the network of configs/NAME.toml on its task distribution (quadratics, random
@@ -16,7 +17,8 @@
 #    `general-fast`: the per-coordinate mlp, unrolls to 400 steps;
 # 2. the generalisation suite of `l2o compare --generalization suite` on the quadratic and the
 #    digits MLP, the network untuned (its default lr) against baselines tuned per setting (with
-#    BASELINES_FROM: scripts/score_against_suite.py against that earlier suite's baselines);
+#    BASELINES_FROM or BASELINES_CARD: scripts/score_against_suite.py against that earlier
+#    suite's baselines, or a shipped card's, on the same test instances);
 # 3. install it as src/l2o/pretrained/NAME.* with its card.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +38,13 @@ if [ "$NAME" = general ]; then
   RECIPE="$RECIPE && python scripts/adjust_step_size.py $OUT $NET --min-log-step -16"
 fi
 SUITE=()
-if [ -n "${BASELINES_FROM:-}" ]; then
+if [ -n "${BASELINES_CARD:-}" ]; then
+  # The tuned baselines of a shipped card (no suite folder needed): as BASELINES_FROM below.
+  SCORE=(scripts/score_against_suite.py --card "$BASELINES_CARD" "$NET" --instances 100
+         --json "$OUT/scores.json")
+  .venv/bin/python "${SCORE[@]}"
+  SUITE+=(--scores "$OUT/scores.json" "python ${SCORE[*]}")
+elif [ -n "${BASELINES_FROM:-}" ]; then
   # The baselines of an earlier suite (tuned per setting; same test instances): only the new
   # network is evaluated, 100 instances per setting, minutes instead of the suite's hour.
   SCORE=(scripts/score_against_suite.py --suite "$BASELINES_FROM/suite-quadratic"
