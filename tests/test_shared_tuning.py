@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -127,6 +128,33 @@ def test_running_trials_of_crashed_old_runs_are_ignored(tmp_path):
     assert (again.trials, again.new_trials) == (4, 2)
     marked = [t for t in study.get_trials() if t.user_attrs.get(LIVE_MARK)]
     assert len(marked) == 4
+
+
+def test_a_trial_killed_between_its_two_marks_is_failed_and_replayed(tmp_path):
+    """A process killed after marking its new trial live but before naming itself its owner
+    leaves a RUNNING trial no pid check or heartbeat can fail: the next run must not wait for
+    it forever (it did, in `.ci/run`), and must replay its draw, like a run never killed."""
+    family = get_task("quadratic")
+    reference = tune(
+        family, "sgd", steps=3, trials=4, instances=2, storage=f"sqlite:///{tmp_path / 'ref.db'}"
+    )
+    storage = f"sqlite:///{tmp_path / 'tuning.db'}"
+    first = tune(family, "sgd", steps=3, trials=2, instances=2, storage=storage)
+    study = optuna.load_study(study_name=first.study_name, storage=storage)
+    study.ask().set_user_attr(LIVE_MARK, True)  # killed here: no owner, no heartbeat
+    result: list = []
+    worker = threading.Thread(
+        target=lambda: result.append(tune(family, "sgd", 3, 4, instances=2, storage=storage)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=120)
+    assert result, "the rerun waited for the dead process's trial"
+    (again,) = result
+    assert (again.trials, again.new_trials) == (4, 2)
+    assert again.hyperparameters == reference.hyperparameters
+    (dead,) = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert dead.user_attrs.get(storage_module.CRASHED_MARK)
 
 
 def test_postgres_without_a_driver_says_what_to_install(monkeypatch):

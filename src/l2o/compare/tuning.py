@@ -256,6 +256,7 @@ def _top_up(
     while True:
         with study_lock(rdb, url, study.study_name):
             fail_stale_trials(study)
+            _fail_unowned_trials(study)
             every = study.get_trials(deepcopy=False)
             if _live(every) >= trials:
                 return new
@@ -288,6 +289,20 @@ def _top_up(
         interrupts.stop_if_requested(
             f"tuning stopped after {_finished(study)} finished trials of {study.study_name}"
         )
+
+
+def _fail_unowned_trials(study: optuna.Study) -> None:
+    """Fail the RUNNING trials marked live but without an owner (call under :func:`study_lock`).
+
+    A trial gets both marks under the lock, so one without its owner belongs to a process
+    killed between the two writes: no pid to check and no heartbeat yet, so nothing else would
+    ever fail it, and waiting for it would never end. Marked crashed, its draw is replayed.
+    """
+    storage = study._storage  # Optuna's storage of the study (no public accessor)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(LIVE_MARK) and OWNER_MARK not in trial.user_attrs:
+            storage.set_trial_user_attr(trial._trial_id, CRASHED_MARK, True)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _trial_seed(seed: int, finished: int) -> int:
