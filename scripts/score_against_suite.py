@@ -69,6 +69,9 @@ def score_against_card(
     """Like :func:`score`, with the baselines of a pretrained network's card (its suite need not
     be on this machine)."""
     card = l2o.pretrained.card(card_name)
+    if not card:
+        known = ", ".join(l2o.pretrained.names())
+        raise L2OError(f"no shipped network {card_name!r} with a card; known: {known}")
     net = l2o.load(candidate)
     out = []
     for group in card.get("generalization", []):
@@ -141,6 +144,8 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.only and not args.card:
+        parser.error("--only needs --card (a suite folder scores every setting it holds)")
     torch.set_num_threads(1)
     try:
         table = {

@@ -139,16 +139,21 @@ def fail_stale_trials(study: optuna.Study) -> None:
     grace period decides.
     """
     host = socket.gethostname()
-    storage = study._storage  # Optuna's storage of the study (no public accessor)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in running:
         where, _, pid = str(trial.user_attrs.get(OWNER_MARK, "")).rpartition(":")
         if where == host and pid.isdigit() and not _alive(int(pid)):
-            storage.set_trial_user_attr(trial._trial_id, CRASHED_MARK, True)
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            fail_as_crashed(study, trial)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def fail_as_crashed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Fail a RUNNING trial whose process is gone, marked so that its draw is replayed."""
+    storage = study._storage  # Optuna's storage of the study (no public accessor)
+    storage.set_trial_user_attr(trial._trial_id, CRASHED_MARK, True)
+    storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _alive(pid: int) -> bool:

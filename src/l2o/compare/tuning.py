@@ -40,6 +40,7 @@ from l2o.baselines import Baseline, get_baseline
 from l2o.compare.storage import (
     CRASHED_MARK,
     OWNER_MARK,
+    fail_as_crashed,
     fail_stale_trials,
     heartbeat,
     open_storage,
@@ -298,11 +299,9 @@ def _fail_unowned_trials(study: optuna.Study) -> None:
     killed between the two writes: no pid to check and no heartbeat yet, so nothing else would
     ever fail it, and waiting for it would never end. Marked crashed, its draw is replayed.
     """
-    storage = study._storage  # Optuna's storage of the study (no public accessor)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get(LIVE_MARK) and OWNER_MARK not in trial.user_attrs:
-            storage.set_trial_user_attr(trial._trial_id, CRASHED_MARK, True)
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            fail_as_crashed(study, trial)
 
 
 def _trial_seed(seed: int, finished: int) -> int:
