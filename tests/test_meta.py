@@ -205,3 +205,19 @@ def test_nan_meta_loss_is_skipped_and_counted():
     assert history.skipped == 1
     assert [r["skipped"] for r in history.rows] == [0, 1, 1]
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_every_validated_network_is_kept_and_the_best_is_the_run_s_network(tmp_path):
+    import l2o
+
+    net, history = meta_train(TINY.replace(iterations=6), out_dir=tmp_path / "run")
+    validated = tmp_path / "run" / "validated"
+    assert sorted(p.name for p in validated.iterdir()) == ["000002", "000004", "000006"]
+    best = l2o.load(validated / f"{history.best_iteration:06d}")
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(best.state_dict()[name], tensor), name
+    others = [l2o.load(p) for p in validated.iterdir() if p.name != f"{history.best_iteration:06d}"]
+    assert all(
+        any(not torch.equal(o.state_dict()[k], t) for k, t in net.state_dict().items())
+        for o in others
+    )  # each is the network at its own iteration, not a copy of the kept one

@@ -22,6 +22,7 @@ from l2o.serialization import save_tensors_atomic
 FORMAT = "l2o.checkpoint/1"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.safetensors"
+VALIDATED_DIR = "validated"  # validated/ITERATION/: the network as each validation saw it
 RESUMABLE = ("iterations", "device")  # config keys a resumed run may change
 
 

@@ -29,6 +29,7 @@ from l2o.errors import L2OError
 from l2o.meta import distributed
 from l2o.meta.checkpoint import (
     RESUMABLE,
+    VALIDATED_DIR,
     TrainingState,
     load_checkpoint,
     save_checkpoint,
@@ -230,6 +231,18 @@ def meta_train(
             if val_loss < training.best_val:
                 training.best_val, training.best_iteration = val_loss, training.iteration
                 training.best_weights = _copy_weights(net)
+            if writer is not None and math.isfinite(val_loss):
+                # Every validated network stays (a few kB each), so another rule can pick the
+                # kept one afterwards without retraining (scripts/select_validated.py).
+                save_optimizer(
+                    net,
+                    writer / VALIDATED_DIR / f"{training.iteration:06d}",
+                    extra={
+                        "train_config": config.to_dict(),
+                        "iteration": training.iteration,
+                        "val_loss": val_loss,
+                    },
+                )
         training.elapsed = time.perf_counter() - started
         row = {
             "iteration": training.iteration,
