@@ -1,0 +1,255 @@
+"""Choose the network a run keeps by the generalisation suite's goal, on validation instances.
+
+`l2o train` keeps the network with the best validation score (one number over the task's
+validation instances) and saves every validated network in ``RUN/validated/ITERATION/``. For
+`general` that number swings by 10⁴–10⁶ between neighbouring validations and can keep an early
+network (docs/general-study.md). This script scores each validated network the way the suite
+does, on *validation* instances (the test instances stay unseen):
+
+- the quadratic at 100 and 1,000 steps, and the suite's five digits MLPs (sigmoid, ReLU, tanh,
+  wide, deep; digits' meta-train half) at 100 and 1,000 steps;
+- per setting, the network's median final loss over tuned Adam's: Adam over a grid of
+  learning rates, the one with the lowest mean final loss on the same instances (as the suite
+  tunes its baselines);
+- it keeps the network whose *worst* ratio is lowest (ties: the lower geometric mean of the
+  ratios); a network with a diverged instance is never kept.
+
+    .venv/bin/python scripts/select_validated.py runs/general runs/general/final --min-log-step -16
+
+With ``--min-log-step`` (and ``--max-log-step``) every candidate is first changed as by
+``scripts/adjust_step_size.py`` (so it is scored as it will ship). OUT gets the chosen network
+(``optimizer.safetensors``, ``config.json`` with ``selection`` recorded, RUN's ``metrics.csv``)
+and ``selection.json``, every candidate's ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import l2o
+from l2o.baselines import get_baseline
+from l2o.compare.generalization import SETTINGS
+from l2o.errors import L2OError
+from l2o.evaluate import BaselineRunner, LearnedRunner
+from l2o.meta.checkpoint import VALIDATED_DIR
+from l2o.meta.unroll import run_learned, task_observer
+from l2o.records import atomic_write_text
+from l2o.tasks import get_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adjust_step_size import adjust
+
+ADAM_LRS = tuple(10 ** (k / 2) for k in range(-8, 1))  # 1e-4 .. 1, half a decade apart
+STEPS = (100, 1000)
+Family = tuple[str, str, dict]  # (name, task, options)
+# what the suite runs, each at 100 and at 1,000 steps
+FAMILIES: list[Family] = [
+    ("quadratic", "quadratic", {}),
+    *[
+        (m, "digits-mlp", dict(SETTINGS[f"{m}-100"].task_options))
+        for m in ("sigmoid", "relu", "tanh", "wide", "deep")
+    ],
+]
+
+
+def _losses_at(
+    runner: LearnedRunner | BaselineRunner, family: Family, n: int, steps: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """The runner's losses after each of ``steps`` steps on validation instances 0..n-1 (the
+    loss is evaluated at those steps only: every step's would cost more than the run)."""
+    name, task, options = family
+    batch = get_task(task, options).sample("validation", list(range(n)))
+    losses: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if isinstance(runner, BaselineRunner):
+            for t, theta in enumerate(runner.trajectory(batch, max(steps))):
+                if t in steps:
+                    losses[f"{name}-{t}"] = batch.eval_loss(theta).double()
+            return losses
+        calls = iter(range(max(steps) + 1))
+        skipped = torch.full((n,), math.nan)
+
+        def record(theta: torch.Tensor) -> torch.Tensor:
+            return batch.eval_loss(theta) if next(calls) in steps else skipped
+
+        curve, _ = run_learned(
+            runner.net, batch.init_params(), task_observer(batch), max(steps), record, batch.layout
+        )
+    return {f"{name}-{t}": curve[t].double() for t in steps}
+
+
+def _median(finals: torch.Tensor) -> float:
+    return float(finals.median()) if bool(torch.isfinite(finals).all()) else math.inf
+
+
+def adam_reference(
+    n: int, families: list[Family] = FAMILIES, steps: tuple[int, ...] = STEPS
+) -> dict[str, dict]:
+    """Per setting, tuned Adam's median final loss on these instances: the learning rate of
+    ADAM_LRS with the lowest *mean* (as the suite tunes), then its median (as the suite
+    reports). The lowest median alone would favour a rate that diverges on some instances."""
+    adam = get_baseline("adam")
+    best: dict[str, dict] = {}
+    for family in families:
+        for lr in ADAM_LRS:
+            losses = _losses_at(BaselineRunner(adam, {"lr": lr}), family, n, steps)
+            for key, finals in losses.items():
+                mean = float(finals.mean()) if bool(torch.isfinite(finals).all()) else math.inf
+                if mean < best.get(key, {"mean": math.inf})["mean"]:
+                    best[key] = {"lr": lr, "mean": mean, "median": _median(finals)}
+    return best
+
+
+def score(
+    net: torch.nn.Module,
+    reference: dict[str, dict],
+    n: int,
+    families: list[Family] = FAMILIES,
+    steps: tuple[int, ...] = STEPS,
+) -> dict[str, float]:
+    """Per setting, the network's median final loss over the reference's (inf if diverged)."""
+    ratios = {}
+    for family in families:
+        for key, finals in _losses_at(LearnedRunner(net), family, n, steps).items():
+            ratios[key] = _median(finals) / reference[key]["median"]
+    return ratios
+
+
+def _rank(ratios: dict[str, float]) -> tuple[float, float]:
+    """Worst ratio, then the geometric mean: lower is better."""
+    values = list(ratios.values())
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return math.inf, math.inf
+    return max(values), math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def candidates(run: Path, since: int) -> list[tuple[int, Path]]:
+    """(iteration, folder) of each complete validated network of ``run`` from ``since`` on."""
+    folder = run / VALIDATED_DIR
+    found = sorted(
+        (int(p.name), p) for p in folder.glob("*")
+        if p.name.isdigit() and (p / "optimizer.safetensors").is_file()
+        and (p / "config.json").is_file()
+    ) if folder.is_dir() else []  # fmt: skip
+    found = [(i, p) for i, p in found if i >= since]
+    if not found:
+        raise L2OError(
+            f"{folder} holds no validated network from iteration {since} on; `l2o train` writes "
+            "one at every validation (runs from before this script have none): retrain, or "
+            "lower --since"
+        )
+    return found
+
+
+def _read_if_same(path: Path | None, setup: dict) -> dict:
+    """An earlier result at ``path`` made with the same ``setup``, else {}."""
+    if path is None or not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    return earlier if earlier.get("setup") == setup else {}
+
+
+def _write_network(folder: Path, out: Path, bounds: dict[str, float | None]) -> None:
+    """``folder``'s network into ``out``, changed by ``bounds`` (adjust_step_size) if any."""
+    if any(v is not None for v in bounds.values()):
+        adjust(folder, out, None, bounds["max_log_step"], bounds["min_log_step"])
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("optimizer.safetensors", "config.json"):
+        shutil.copyfile(folder / name, out / name)
+
+
+def select(
+    run: Path,
+    out: Path,
+    n: int = 8,
+    since: int = 0,
+    bounds: dict[str, float | None] | None = None,
+    families: list[Family] = FAMILIES,
+    steps: tuple[int, ...] = STEPS,
+    reference_file: Path | None = None,
+) -> dict:
+    """Score every validated network of ``run``, write the chosen one to ``out``.
+
+    Scores are saved in ``out/selection.json`` after each network, so a rerun (on a run still
+    training, or after an interruption) scores only the networks it has not seen. Adam's
+    reference is saved in ``reference_file`` when given, for the seeds of one recipe to share.
+    """
+    bounds = bounds or {"max_log_step": None, "min_log_step": None}
+    setup = {"instances": n, "families": [list(f) for f in families], "steps": list(steps)}
+    reference = _read_if_same(reference_file, setup).get("adam")
+    if reference is None:
+        reference = adam_reference(n, families, steps)
+        if reference_file is not None:
+            text = json.dumps({"setup": setup, "adam": reference}, indent=2)
+            atomic_write_text(reference_file, text)
+    setup_here = {**setup, "bounds": bounds}
+    result = _read_if_same(out / "selection.json", setup_here)
+    if result.get("adam") != reference:
+        result = {"setup": setup_here, "adam": reference, "candidates": {}}
+    rows: dict[str, dict] = result["candidates"]
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for iteration, folder in candidates(run, since):
+            if str(iteration) in rows:
+                continue
+            _write_network(folder, Path(tmp) / str(iteration), bounds)
+            ratios = score(l2o.load(Path(tmp) / str(iteration)), reference, n, families, steps)
+            worst, geo = _rank(ratios)
+            rows[str(iteration)] = {"worst": worst, "geomean": geo, "ratios": ratios}
+            print(f"iteration {iteration:4d}: worst {worst:.3g}, geometric mean {geo:.3g}",
+                  flush=True)  # fmt: skip
+            atomic_write_text(out / "selection.json", json.dumps(result, indent=2))
+    ranked = sorted((r["worst"], r["geomean"], int(i)) for i, r in rows.items() if int(i) >= since)
+    worst, _, chosen = ranked[0]
+    if not math.isfinite(worst):
+        raise L2OError(f"{run}: every validated network diverged on some validation instance")
+    _write_network(run / VALIDATED_DIR / f"{chosen:06d}", out, bounds)
+    if (run / "metrics.csv").is_file():
+        shutil.copyfile(run / "metrics.csv", out / "metrics.csv")
+    info = json.loads((out / "config.json").read_text())
+    info["selection"] = {
+        "script": "scripts/select_validated.py",
+        "iteration": chosen,
+        "instances": n,
+        "worst_ratio_to_adam": worst,
+    }
+    atomic_write_text(out / "config.json", json.dumps(info, indent=2, sort_keys=True))
+    result["chosen"] = chosen
+    atomic_write_text(out / "selection.json", json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished l2o train folder (with validated/)")
+    parser.add_argument("out", type=Path, help="the folder to write")
+    parser.add_argument("--instances", type=int, default=8, help="validation instances per setting")
+    parser.add_argument("--since", type=int, default=0, help="only networks from this iteration")
+    parser.add_argument("--min-log-step", type=float, default=None, help="a new floor of s")
+    parser.add_argument("--max-log-step", type=float, default=None, help="a new cap on s")
+    parser.add_argument(
+        "--reference", type=Path, default=None, help="a file to keep Adam's reference in (shared)"
+    )
+    args = parser.parse_args()
+    bounds = {"min_log_step": args.min_log_step, "max_log_step": args.max_log_step}
+    try:
+        result = select(
+            args.run, args.out, args.instances, args.since, bounds, reference_file=args.reference
+        )
+    except L2OError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"kept iteration {result['chosen']}: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
