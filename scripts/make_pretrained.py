@@ -47,6 +47,16 @@ def training_summary(run: Path) -> dict[str, Any]:
     }
 
 
+def training_record(run: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``training``: :func:`training_summary`, and which network was kept when
+    ``scripts/select_validated.py`` chose it (not the validation best, ``best_iteration``)."""
+    record = training_summary(run)
+    if "selection" in config:
+        record["kept_iteration"] = config["selection"]["iteration"]
+        record["selection"] = config["selection"]
+    return record
+
+
 def compare_summary(folder: Path) -> dict[str, Any]:
     """Final-loss statistics of every optimizer in an ``l2o compare`` results.json."""
     results = json.loads((folder / "results.json").read_text())
@@ -182,7 +192,7 @@ def main() -> None:
         "command": args.train_command,
         "repo_commit_when_installed": commit,
         "train_config": train_config,
-        "training": training_summary(run),
+        "training": training_record(run, config),
     }
     compare_dir = args.compare or run / "compare"
     if (compare_dir / "results.json").is_file():

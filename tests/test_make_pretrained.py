@@ -32,3 +32,14 @@ def test_the_validation_curve_keeps_losses_far_below_one(tmp_path) -> None:
         31.0,
         5.0,
     )
+
+
+def test_a_network_chosen_by_select_validated_is_named_in_the_card(tmp_path) -> None:
+    rows = ["iteration,meta_loss,val_loss,grad_norm,skipped,wall_time", "20,1.0,1e-9,1.0,0,5.0"]
+    rows.append("40,1.0,1e-3,1.0,0,9.0")
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    selection = {"script": "scripts/select_validated.py", "iteration": 40, "instances": 8}
+    record = script.training_record(tmp_path, {"selection": selection})
+    assert (record["best_iteration"], record["kept_iteration"]) == (20, 40)
+    assert record["selection"] == selection
+    assert "kept_iteration" not in script.training_record(tmp_path, {})
