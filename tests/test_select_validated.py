@@ -25,7 +25,7 @@ SPEC = importlib.util.spec_from_file_location(
 script = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(script)
 
-QUADRATIC = [("quadratic", "quadratic", {})]  # small and fast: the quadratic at 20 and 50 steps
+QUADRATIC = [("quadratic", "quadratic", {}, 0)]  # small and fast: the quadratic at 20 and 50 steps
 STEPS = (20, 50)
 
 
