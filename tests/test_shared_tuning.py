@@ -130,10 +130,12 @@ def test_running_trials_of_crashed_old_runs_are_ignored(tmp_path):
     assert len(marked) == 4
 
 
-def test_a_trial_killed_between_its_two_marks_is_failed_and_replayed(tmp_path):
-    """A process killed after marking its new trial live but before naming itself its owner
-    leaves a RUNNING trial no pid check or heartbeat can fail: the next run must not wait for
-    it forever (it did, in `.ci/run`), and must replay its draw, like a run never killed."""
+@pytest.mark.parametrize("marks", ["live", "none"])
+def test_a_trial_killed_between_its_two_marks_is_failed_and_replayed(tmp_path, marks):
+    """A process killed after asking for its new trial but before naming itself its owner
+    leaves a RUNNING trial no pid check or heartbeat can fail. Marked live, the next run must
+    not wait for it forever (it did, in `.ci/run`); marked or not, it must replay its draw,
+    like a run never killed (unmarked, the rerun drew a new point: `.ci/run` again)."""
     family = get_task("quadratic")
     reference = tune(
         family, "sgd", steps=3, trials=4, instances=2, storage=f"sqlite:///{tmp_path / 'ref.db'}"
@@ -141,7 +143,9 @@ def test_a_trial_killed_between_its_two_marks_is_failed_and_replayed(tmp_path):
     storage = f"sqlite:///{tmp_path / 'tuning.db'}"
     first = tune(family, "sgd", steps=3, trials=2, instances=2, storage=storage)
     study = optuna.load_study(study_name=first.study_name, storage=storage)
-    study.ask().set_user_attr(LIVE_MARK, True)  # killed here: no owner, no heartbeat
+    trial = study.ask()  # killed here ("none") or after the live mark: no owner, no heartbeat
+    if marks == "live":
+        trial.set_user_attr(LIVE_MARK, True)
     result: list = []
     worker = threading.Thread(
         target=lambda: result.append(tune(family, "sgd", 3, 4, instances=2, storage=storage)),

@@ -293,14 +293,17 @@ def _top_up(
 
 
 def _fail_unowned_trials(study: optuna.Study) -> None:
-    """Fail the RUNNING trials marked live but without an owner (call under :func:`study_lock`).
+    """Fail the RUNNING trials without an owner (call under :func:`study_lock`).
 
-    A trial gets both marks under the lock, so one without its owner belongs to a process
-    killed between the two writes: no pid to check and no heartbeat yet, so nothing else would
-    ever fail it, and waiting for it would never end. Marked crashed, its draw is replayed.
+    A trial is asked for and gets both marks under the lock, so one without its owner belongs
+    to a process killed in between: no pid to check and no heartbeat yet, so nothing else would
+    ever fail it. Marked live, waiting for it would never end; unmarked, it would still count
+    as a draw, and the rerun would draw a new point instead of this one. Marked crashed, its
+    draw is replayed. (A RUNNING trial without marks may also be an older version's crash:
+    failing it replays that draw too.)
     """
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get(LIVE_MARK) and OWNER_MARK not in trial.user_attrs:
+        if OWNER_MARK not in trial.user_attrs:
             fail_as_crashed(study, trial)
 
 
@@ -312,8 +315,9 @@ def _trial_seed(seed: int, finished: int) -> int:
 def _live(trials: list[optuna.trial.FrozenTrial]) -> int:
     """Trials that count towards the total: finished ones and those running with a heartbeat.
 
-    A RUNNING trial without :data:`LIVE_MARK` was left by a crash of an older version (no
-    heartbeat, so it would never be failed); it is ignored, as before.
+    A RUNNING trial without :data:`LIVE_MARK` is no one's: a process killed before marking it,
+    or an older version's crash. It is ignored here, and failed under the lock before the next
+    draw (:func:`_fail_unowned_trials`).
     """
     complete = optuna.trial.TrialState.COMPLETE
     return sum(t.state == complete or _running_with_heartbeat(t) for t in trials)
