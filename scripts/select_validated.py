@@ -21,6 +21,9 @@ With ``--min-log-step`` (and ``--max-log-step``) every candidate is first change
 ``scripts/adjust_step_size.py`` (so it is scored as it will ship). OUT gets the chosen network
 (``optimizer.safetensors``, ``config.json`` with ``selection`` recorded, RUN's ``metrics.csv``)
 and ``selection.json``, every candidate's ratios.
+
+On the three seeds of the `"both"` recipe it kept the same networks as the validation best,
+and none of the 45 was at or below tuned Adam on every setting (docs/general-study.md).
 """
 
 from __future__ import annotations
@@ -66,9 +69,8 @@ FAMILIES: list[Family] = [
 def _losses_at(
     runner: LearnedRunner | BaselineRunner, family: Family, n: int, steps: tuple[int, ...]
 ) -> dict[str, torch.Tensor]:
-    """The runner's losses after each of ``steps`` steps on validation instances 0..n-1 (or the
-    family's own count; the loss is evaluated at those steps only: every step's would cost more
-    than the run)."""
+    """The runner's losses after each of ``steps`` steps on validation instances 0..n-1, or
+    on the family's own count (the loss is evaluated at those steps only)."""
     name, task, options, own = family
     n = own or n
     batch = get_task(task, options).sample("validation", list(range(n)))
