@@ -17,6 +17,9 @@ does, on *validation* instances (the test instances stay unseen):
 
     .venv/bin/python scripts/select_validated.py runs/general runs/general/final --min-log-step -16
 
+Cost on one core: about 5 minutes for Adam's reference (once per ``--reference`` file), then
+1–1.5 minutes per network, so 15–20 minutes for a 300-iteration run validated every 20.
+
 With ``--min-log-step`` (and ``--max-log-step``) every candidate is first changed as by
 ``scripts/adjust_step_size.py`` (so it is scored as it will ship). OUT gets the chosen network
 (``optimizer.safetensors``, ``config.json`` with ``selection`` recorded, RUN's ``metrics.csv``)
@@ -46,7 +49,8 @@ from l2o.errors import L2OError
 from l2o.evaluate import BaselineRunner, LearnedRunner
 from l2o.meta.checkpoint import VALIDATED_DIR
 from l2o.meta.unroll import run_learned, task_observer
-from l2o.records import atomic_write_text
+from l2o.records import atomic_write_text, read_json
+from l2o.serialization import CONFIG_FILE, WEIGHTS_FILE
 from l2o.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,8 +147,7 @@ def candidates(run: Path, since: int) -> list[tuple[int, Path]]:
     folder = run / VALIDATED_DIR
     found = sorted(
         (int(p.name), p) for p in folder.glob("*")
-        if p.name.isdigit() and (p / "optimizer.safetensors").is_file()
-        and (p / "config.json").is_file()
+        if p.name.isdigit() and (p / WEIGHTS_FILE).is_file() and (p / CONFIG_FILE).is_file()
     ) if folder.is_dir() else []  # fmt: skip
     found = [(i, p) for i, p in found if i >= since]
     if not found:
@@ -160,8 +163,8 @@ def _read_if_same(path: Path | None, setup: dict) -> dict:
     """An earlier result at ``path`` made with the same ``setup``, else {}."""
     if path is None or not path.is_file():
         return {}
-    earlier = json.loads(path.read_text())
-    return earlier if earlier.get("setup") == setup else {}
+    earlier = read_json(path, "a select_validated.py record")
+    return earlier if isinstance(earlier, dict) and earlier.get("setup") == setup else {}
 
 
 def _write_network(folder: Path, out: Path, bounds: dict[str, float | None]) -> None:
@@ -170,7 +173,7 @@ def _write_network(folder: Path, out: Path, bounds: dict[str, float | None]) -> 
         adjust(folder, out, None, bounds["max_log_step"], bounds["min_log_step"])
         return
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("optimizer.safetensors", "config.json"):
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
         shutil.copyfile(folder / name, out / name)
 
 
@@ -190,6 +193,9 @@ def select(
     training, or after an interruption) scores only the networks it has not seen. Adam's
     reference is saved in ``reference_file`` when given, for the seeds of one recipe to share.
     """
+    if n < 1:
+        raise L2OError(f"--instances must be >= 1, got {n}")
+    found = candidates(run, since)  # before Adam's reference: a wrong RUN fails in a second
     bounds = bounds or {"max_log_step": None, "min_log_step": None}
     setup = {"instances": n, "families": [list(f) for f in families], "steps": list(steps)}
     reference = _read_if_same(reference_file, setup).get("adam")
@@ -205,7 +211,7 @@ def select(
     rows: dict[str, dict] = result["candidates"]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for iteration, folder in candidates(run, since):
+        for iteration, folder in found:
             if str(iteration) in rows:
                 continue
             _write_network(folder, Path(tmp) / str(iteration), bounds)
@@ -222,14 +228,14 @@ def select(
     _write_network(run / VALIDATED_DIR / f"{chosen:06d}", out, bounds)
     if (run / "metrics.csv").is_file():
         shutil.copyfile(run / "metrics.csv", out / "metrics.csv")
-    info = json.loads((out / "config.json").read_text())
+    info = json.loads((out / CONFIG_FILE).read_text())
     info["selection"] = {
         "script": "scripts/select_validated.py",
         "iteration": chosen,
         "instances": n,
         "worst_ratio_to_adam": worst,
     }
-    atomic_write_text(out / "config.json", json.dumps(info, indent=2, sort_keys=True))
+    atomic_write_text(out / CONFIG_FILE, json.dumps(info, indent=2, sort_keys=True))
     result["chosen"] = chosen
     atomic_write_text(out / "selection.json", json.dumps(result, indent=2))
     return result
