@@ -31,6 +31,8 @@ def test_toml_and_overrides(tmp_path):
         ("nonsense=1", "unknown config key"),
         ("batch_size=two", "batch_size must be an integer"),
         ("second_order=3", "second_order must be true or false"),
+        ("meta_loss_floor=2", "meta_loss_floor must be 0"),
+        ("meta_loss_floor=nan", "meta_loss_floor must be a finite number"),
         ("horizon", "--set expects key=value"),
     ],
 )

@@ -91,6 +91,34 @@ def test_surrogate_meta_gradient_equals_autograd_through_the_loss(log_loss):
         torch.testing.assert_close(a, b)
 
 
+def test_log_meta_loss_floor_stops_the_meta_gradient_of_converged_instances():
+    """Below meta_loss_floor an instance teaches nothing; the original rule (floor 0) lets it
+    dominate, as 1 / 1e-12 times its gradient."""
+    net = build_from_config(TINY)
+    pair = get_task("quadratic").sample("train", range(2))
+    alone = get_task("quadratic").sample("train", range(1))
+    observe_pair = task_observer(pair)
+
+    def converged_second(theta, step):  # instance 1 reports a loss of ~1e-20
+        loss, grad, inputs = observe_pair(theta, step)
+        return loss * torch.tensor([1.0, 1e-20]), grad, inputs
+
+    weights = step_weights("uniform", 40)
+
+    def meta_grad(batch, observe, floor):
+        start = start_unroll(net, batch.init_params(), observe)
+        objective, _, _ = truncation_window(
+            net, start, observe, 5, weights, batch, log_loss=True, log_floor=floor
+        )
+        return torch.cat([g.flatten() for g in torch.autograd.grad(objective, net.parameters())])
+
+    floored = meta_grad(pair, converged_second, 1e-8)
+    single = meta_grad(alone, task_observer(alone), 1e-8)
+    torch.testing.assert_close(floored, single / 2)  # the objective averages over instances
+    original = meta_grad(pair, converged_second, 0.0)
+    assert float(original.norm()) > 1e6 * float(floored.norm())
+
+
 def test_second_order_differs_from_first_order_and_is_finite():
     net = build_from_config(TINY)
     batch = get_task("quadratic").sample("train", range(4))

@@ -67,6 +67,9 @@ class TrainConfig:
     truncation: int = 20  # optimizee steps per backpropagation window
     loss_weights: str = "uniform"  # weight of f(θ_t) in the meta-loss: uniform, increasing, final
     meta_loss: str = "loss"  # sum of f(θ_t) (the paper's) or of log f(θ_t) ("log")
+    # "log": losses below this floor count as the floor and teach nothing (0: the original rule,
+    # clamped at 1e-12 but divided by 1e-12 below it; see l2o.meta.unroll.log_terms)
+    meta_loss_floor: float = 0.0
     second_order: bool = False  # keep ∂∇f/∂θ (the paper drops it: much cheaper, as good)
 
     # --- the outer (meta) optimizer ---
@@ -144,6 +147,11 @@ class TrainConfig:
         _check(
             self.val_metric in VAL_METRICS,
             f"val_metric must be one of {', '.join(VAL_METRICS)}, got {self.val_metric!r}",
+        )
+        _check(
+            0 <= self.meta_loss_floor < 1,
+            f"meta_loss_floor must be 0 (the original rule) or a loss in (0, 1), e.g. 1e-8, "
+            f"got {self.meta_loss_floor}",
         )
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         _check(self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from l2o.config import TrainConfig
-from l2o.meta.unroll import LOG_FLOOR, Observe, UnrollState, start_unroll, truncation_window
+from l2o.meta.unroll import Observe, UnrollState, log_terms, start_unroll, truncation_window
 from l2o.tasks.base import Layout
 
 PES_SEED_SALT = 0x5E5  # perturbations of meta-iteration i come from (seed, i, salt)
@@ -59,9 +59,9 @@ class _Particle:
     observe: Observe
 
 
-def _window_loss(losses: Tensor, weights: Tensor, log_loss: bool) -> Tensor:
+def _window_loss(losses: Tensor, weights: Tensor, log_loss: bool, log_floor: float) -> Tensor:
     """Σ_t w_t mean_b f(θ_t) (or log f) of one window, as the BPTT objective: shape ()."""
-    values = losses.clamp_min(LOG_FLOOR).log() if log_loss else losses
+    values = log_terms(losses, log_floor) if log_loss else losses
     return (weights * values.mean(1)).sum()
 
 
@@ -106,7 +106,9 @@ class PESUnroll:
         return {f"net.{n}": p.view(s) for n, p, s in zip(self.names, parts, self.shapes)}
 
     @torch.no_grad()
-    def window(self, steps: int, weights: Tensor, log_loss: bool = False) -> tuple[Tensor, Tensor]:
+    def window(
+        self, steps: int, weights: Tensor, log_loss: bool = False, log_floor: float = 0.0
+    ) -> tuple[Tensor, Tensor]:
         """Advance every particle ``steps`` steps.
 
         Returns:
@@ -126,7 +128,7 @@ class PESUnroll:
                     self.window_module, params, (particle.state, particle.observe, steps, weights)
                 )
                 particle.state = end.detach()
-                values.append(_window_loss(losses, window_weights, log_loss))
+                values.append(_window_loss(losses, window_weights, log_loss, log_floor))
                 step_losses.append(losses.mean(1))
             diffs.append(values[0] - values[1])
         diff = torch.stack(diffs)
@@ -167,7 +169,9 @@ def pes_unroll_and_step(
     total, count, grad_norm = 0.0, 0, 0.0
     while unroll.step < horizon:
         steps = min(config.truncation, horizon - unroll.step)
-        estimates, losses = unroll.window(steps, weights, config.meta_loss == "log")
+        estimates, losses = unroll.window(
+            steps, weights, config.meta_loss == "log", config.meta_loss_floor
+        )
         if not (torch.isfinite(estimates).all() and torch.isfinite(losses).all()):
             meta_opt.zero_grad(set_to_none=True)
             return (total / count if count else math.nan), math.nan, False

@@ -335,6 +335,7 @@ def _unroll_and_step(
             batch,
             config.second_order,
             config.meta_loss == "log",
+            config.meta_loss_floor,
         )
         meta_opt.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(objective)) and bool(torch.isfinite(losses).all())

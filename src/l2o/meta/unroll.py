@@ -96,6 +96,24 @@ def step_weights(kind: str, horizon: int) -> Tensor:
 LOG_FLOOR = 1e-12
 
 
+def log_terms(losses: Tensor, floor: float = 0.0) -> Tensor:
+    """log f, with f clamped at ``floor`` (0: at 1e-12): losses below it teach nothing."""
+    return losses.clamp_min(floor or LOG_FLOOR).log()
+
+
+def _log_gradient_scale(loss: Tensor, floor: float) -> Tensor:
+    """d log f / d f = 1 / f per instance, for the first-order meta-gradient of log f.
+
+    ``floor > 0``: 0 below the floor, consistent with :func:`log_terms`. ``floor = 0`` is the
+    original rule, kept so that networks trained with it can be retrained bit for bit: 1 / 1e-12
+    below 1e-12, which gives a converged instance a meta-gradient a million times that of one
+    still descending (before clipping).
+    """
+    if floor <= 0:
+        return 1 / loss.clamp_min(LOG_FLOOR)
+    return torch.where(loss >= floor, 1 / loss.clamp_min(floor), torch.zeros_like(loss))
+
+
 def truncation_window(
     net: nn.Module,
     start: UnrollState,
@@ -105,12 +123,13 @@ def truncation_window(
     batch: TaskBatch | None = None,
     second_order: bool = False,
     log_loss: bool = False,
+    log_floor: float = 0.0,
 ) -> tuple[Tensor, Tensor, UnrollState]:
     """Run ``steps`` optimizee steps from ``start``.
 
     With ``log_loss`` the meta-loss sums log f(θ_t) instead of f(θ_t): every factor of
     improvement counts the same early and late in the run and on easy and hard instances
-    (losses must be positive; they are clamped at 1e-12).
+    (losses must be positive; they are clamped at ``log_floor``, see :func:`log_terms`).
 
     Returns:
         ``(objective, losses, end)``: a scalar to backpropagate (its gradient is the window's
@@ -139,13 +158,14 @@ def truncation_window(
         if second_order:
             loss = batch.loss(theta, step)
             inputs = _grad_with_graph(batch, theta, step)
-            term = loss.clamp_min(LOG_FLOOR).log() if log_loss else loss
+            term = log_terms(loss, log_floor) if log_loss else loss
             objective = objective + w * term.mean()
             loss = loss.detach()
         else:
             loss, grad, inputs = observe(theta.detach(), step)
             if log_loss:  # ∇ log f = ∇f / f
-                grad = grad / loss.clamp_min(LOG_FLOOR).view(-1, *([1] * (grad.dim() - 1)))
+                scale = _log_gradient_scale(loss, log_floor)
+                grad = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
             divisor = scalar(theta.shape[0], theta)
             objective = objective + w * (grad * theta).sum() / divisor
             if tape is not None:
