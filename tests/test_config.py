@@ -33,6 +33,7 @@ def test_toml_and_overrides(tmp_path):
         ("second_order=3", "second_order must be true or false"),
         ("meta_loss_floor=2", "meta_loss_floor must be 0"),
         ("meta_loss_floor=nan", "meta_loss_floor must be a finite number"),
+        ("meta_loss_floor=1e-8", "meta_loss_floor applies to meta_loss"),
         ("horizon", "--set expects key=value"),
     ],
 )

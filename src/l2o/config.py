@@ -153,6 +153,11 @@ class TrainConfig:
             f"meta_loss_floor must be 0 (the original rule) or a loss in (0, 1), e.g. 1e-8, "
             f"got {self.meta_loss_floor}",
         )
+        _check(
+            self.meta_loss_floor == 0 or self.meta_loss == "log",
+            f'meta_loss_floor applies to meta_loss = "log" only (meta_loss is '
+            f"{self.meta_loss!r}): set meta_loss=log or drop meta_loss_floor",
+        )
         _check(self.iterations >= 0, f"iterations must be >= 0, got {self.iterations}")
         _check(self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")
         _choice("meta_lr_schedule", self.meta_lr_schedule, META_LR_SCHEDULES)
