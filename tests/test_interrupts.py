@@ -19,6 +19,7 @@ import pytest
 from safetensors.torch import load_file
 
 from l2o.cli.main import main
+from l2o.interrupts import handle_signals
 from l2o.records import read_metrics
 from l2o.runfolder import read_state
 
@@ -112,6 +113,19 @@ def continue_training(argv: list[str], out: Path) -> None:
     assert state.status == "interrupted" and state.kind == "train", state
     again = [*argv, "--out", str(out)] + (["--resume"] if state.checkpoint else [])
     assert main(again) == 0
+
+
+def test_a_swallowed_interrupt_is_raised_again_when_the_block_ends() -> None:
+    """Python drops a KeyboardInterrupt raised inside a weakref callback or __del__ (seen in
+    CI: compare exited 0 after its SIGINT); the signal must still stop the command."""
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"), handle_signals():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises here
+        except KeyboardInterrupt:
+            pass  # what the interpreter does in a weakref callback
+    with handle_signals():  # nothing left over for the next block
+        pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -26,6 +26,7 @@ from types import FrameType
 
 _pending: str | None = None  # the name of a signal received inside a safe-point region
 _depth = 0  # nesting of safe_points()
+_raised: str | None = None  # a signal the handler raised as KeyboardInterrupt
 
 
 class Interrupted(KeyboardInterrupt):
@@ -40,23 +41,29 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    global _pending
+    global _pending, _raised
     name = signal.Signals(signum).name
     if _depth > 0 and _pending is None:
         _pending = name  # a safe point will stop the loop
         return
+    _raised = name
     raise KeyboardInterrupt(name)
 
 
 @contextmanager
 def handle_signals() -> Iterator[None]:
-    """Route SIGINT and SIGTERM through the safe-point logic (main thread only; else a no-op)."""
-    global _pending
+    """Route SIGINT and SIGTERM through the safe-point logic (main thread only; else a no-op).
+
+    A signal whose ``KeyboardInterrupt`` was swallowed is raised again when the block ends:
+    Python drops exceptions raised while a weakref callback or ``__del__`` runs, so a signal
+    arriving then would otherwise be lost and the command would end as if never stopped.
+    """
+    global _pending, _raised
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    _pending = None
+    _pending = _raised = None
     for s in previous:
         signal.signal(s, _handler)
     try:
@@ -64,7 +71,9 @@ def handle_signals() -> Iterator[None]:
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
-        _pending = None
+        raised, _pending, _raised = _raised, None, None
+    if raised is not None:  # the block ended normally after the handler raised: swallowed
+        raise KeyboardInterrupt(raised)
 
 
 @contextmanager
