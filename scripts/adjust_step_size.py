@@ -75,9 +75,15 @@ def adjust(
     if hypergradient_weight is not None:
         with torch.no_grad():
             net.hypergradient_weight.fill_(hypergradient_weight)
+    return save_changed(net, run, out, {"script": "scripts/adjust_step_size.py", **change})
+
+
+def save_changed(net: torch.nn.Module, run: Path, out: Path, post_training: dict) -> Path:
+    """Write OUT as a run folder: ``net``, RUN's config with ``post_training`` recorded, RUN's
+    ``metrics.csv``."""
     info = json.loads((run / "config.json").read_text())
     info.pop("architecture", None)
-    info["post_training"] = {"script": "scripts/adjust_step_size.py", **change}
+    info["post_training"] = post_training
     out.mkdir(parents=True, exist_ok=True)
     path = save_optimizer(net, out, info)
     if (run / "metrics.csv").is_file():

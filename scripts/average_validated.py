@@ -17,35 +17,29 @@ iterations recorded under ``post_training``, RUN's ``metrics.csv``) that ``l2o c
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
+import sys
 from pathlib import Path
 
 import torch
 
 import l2o
 from l2o.errors import L2OError
+from l2o.meta.checkpoint import validated_networks
 from l2o.nets import build_net
-from l2o.serialization import save_optimizer
 
-
-def validated_iterations(run: Path) -> list[int]:
-    """The iterations of RUN's validated networks, in order."""
-    folder = run / "validated"
-    found = (
-        sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()) if folder.is_dir() else []
-    )
-    if not found:
-        raise L2OError(f"{run}: no validated networks in {folder}; pass an l2o train run folder")
-    return found
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from adjust_step_size import save_changed
 
 
 def average(run: Path, out: Path, last: int) -> tuple[Path, list[int]]:
     """Write OUT: the uniform average of RUN's last ``last`` validated networks."""
     if last < 1:
         raise L2OError(f"--last must be >= 1, got {last}")
-    iterations = validated_iterations(run)[-last:]
-    nets = [l2o.load(run / "validated" / f"{i:06d}") for i in iterations]
+    found = validated_networks(run)[-last:]
+    if not found:
+        raise L2OError(f"{run}: no validated networks in it; pass an l2o train run folder")
+    iterations = [i for i, _ in found]
+    nets = [l2o.load(folder) for _, folder in found]
     spec = nets[0].arch_config()
     for i, net in zip(iterations, nets):
         if net.arch_config() != spec:
@@ -57,14 +51,8 @@ def average(run: Path, out: Path, last: int) -> tuple[Path, list[int]]:
     }
     net = build_net(spec)
     net.load_state_dict(mean)
-    info = json.loads((run / "config.json").read_text())
-    info.pop("architecture", None)
-    info["post_training"] = {"script": "scripts/average_validated.py", "averaged": iterations}
-    out.mkdir(parents=True, exist_ok=True)
-    path = save_optimizer(net, out, info)
-    if (run / "metrics.csv").is_file():
-        shutil.copyfile(run / "metrics.csv", out / "metrics.csv")
-    return path, iterations
+    post_training = {"script": "scripts/average_validated.py", "averaged": iterations}
+    return save_changed(net, run, out, post_training), iterations
 
 
 def main() -> None:

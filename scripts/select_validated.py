@@ -47,7 +47,7 @@ from l2o.baselines import get_baseline
 from l2o.compare.generalization import SETTINGS
 from l2o.errors import L2OError
 from l2o.evaluate import BaselineRunner, LearnedRunner
-from l2o.meta.checkpoint import VALIDATED_DIR
+from l2o.meta.checkpoint import VALIDATED_DIR, validated_networks
 from l2o.meta.unroll import run_learned, task_observer
 from l2o.records import atomic_write_text, read_json
 from l2o.serialization import CONFIG_FILE, WEIGHTS_FILE
@@ -144,17 +144,12 @@ def _rank(ratios: dict[str, float]) -> tuple[float, float]:
 
 def candidates(run: Path, since: int) -> list[tuple[int, Path]]:
     """(iteration, folder) of each complete validated network of ``run`` from ``since`` on."""
-    folder = run / VALIDATED_DIR
-    found = sorted(
-        (int(p.name), p) for p in folder.glob("*")
-        if p.name.isdigit() and (p / WEIGHTS_FILE).is_file() and (p / CONFIG_FILE).is_file()
-    ) if folder.is_dir() else []  # fmt: skip
-    found = [(i, p) for i, p in found if i >= since]
+    found = validated_networks(run, since)
     if not found:
         raise L2OError(
-            f"{folder} holds no validated network from iteration {since} on; `l2o train` writes "
-            "one at every validation (runs from before this script have none): retrain, or "
-            "lower --since"
+            f"{run / VALIDATED_DIR} holds no validated network from iteration {since} on; "
+            "`l2o train` writes one at every validation (runs from before this script have "
+            "none): retrain, or lower --since"
         )
     return found
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from l2o import checks, interrupts
 from l2o.errors import L2OError
-from l2o.serialization import save_tensors_atomic
+from l2o.serialization import CONFIG_FILE, WEIGHTS_FILE, save_tensors_atomic
 
 FORMAT = "l2o.checkpoint/1"
 CHECKPOINT_DIR = "checkpoint"
@@ -40,6 +40,19 @@ class TrainingState:
 
 def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT_DIR / CHECKPOINT_FILE
+
+
+def validated_networks(run_dir: Path, since: int = 0) -> list[tuple[int, Path]]:
+    """(iteration, folder) of each complete validated network of a run from ``since`` on, in
+    order (empty if none)."""
+    folder = run_dir / VALIDATED_DIR
+    if not folder.is_dir():
+        return []
+    found = sorted(
+        (int(p.name), p) for p in folder.glob("*")
+        if p.name.isdigit() and (p / WEIGHTS_FILE).is_file() and (p / CONFIG_FILE).is_file()
+    )  # fmt: skip
+    return [(i, p) for i, p in found if i >= since]
 
 
 def save_checkpoint(
