@@ -11,7 +11,8 @@ best tuned baseline, read from each setting's ``results.json``.
 Without the suite's folders (a fresh clone), ``--card general`` takes the tuned baselines from a
 shipped network's card instead, and rebuilds each setting's test instances from the suite's
 definition (``l2o.compare.generalization.SETTINGS``): the same instances, so the shipped network
-scores exactly its card's numbers.
+scores its card's numbers (exactly on the CPU that made the card;
+elsewhere within rounding, which a learned optimizer's rollout amplifies to ~10-20%).
 
     python scripts/score_against_suite.py --card general runs/cand-a --instances 50
 """
