@@ -1,4 +1,5 @@
-"""scripts/select_validated.py: the kept network chosen by its worst ratio to tuned Adam."""
+"""scripts/select_validated.py: the kept network chosen by its worst ratio to tuned Adam, or to
+the suite's goal against several tuned baselines."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 
 import l2o
 from l2o.errors import L2OError
+from l2o.evaluate import LearnedRunner
 from l2o.nets import build_net
 from l2o.pretrained import path as pretrained_path
 from l2o.serialization import save_optimizer
@@ -80,3 +82,40 @@ def test_a_run_without_validated_networks_is_one_clear_error(tmp_path) -> None:
     (tmp_path / "run").mkdir()
     with pytest.raises(L2OError, match="holds no validated network"):
         script.select(tmp_path / "run", tmp_path / "out", families=QUADRATIC, steps=STEPS)
+
+
+def test_the_goal_ratio_holds_the_network_to_adam_and_to_the_best_baseline() -> None:
+    references = {
+        "adam": {"q": {"median": 2.0}},
+        "rmsprop": {"q": {"median": 0.5}},  # the best tuned baseline on q
+        "momentum": {},  # every rate diverged somewhere: no entry, it cannot be the best
+    }
+    # 0.9 is 0.45x Adam but 1.2x (1.5 x 0.5): the best baseline's bound is the binding one
+    assert script.goal_ratio(0.9, references, "q") == pytest.approx(0.9 / 0.75)
+    # with Adam the best, the plain ratio to Adam
+    assert script.goal_ratio(1.0, {"adam": {"q": {"median": 2.0}}}, "q") == pytest.approx(0.5)
+
+
+def test_several_baselines_are_tuned_recorded_and_shared(tmp_path) -> None:
+    run, out, shared = tmp_path / "run", tmp_path / "out", tmp_path / "reference.json"
+    _validated(run, 20, l2o.load("quadratic"))
+    result = script.select(
+        run, out, n=4, families=QUADRATIC, steps=STEPS, reference_file=shared,
+        baselines=("momentum",),
+    )  # fmt: skip
+    assert list(result["references"]) == ["adam", "momentum"]  # Adam always, first
+    momentum = result["references"]["momentum"]["quadratic-50"]
+    assert momentum["lr"] in script.learning_rates("momentum")
+    # each recorded ratio is the goal ratio of the network's own median on those instances
+    losses = script._losses_at(LearnedRunner(l2o.load("quadratic")), QUADRATIC[0], 4, STEPS)
+    for key, finals in losses.items():
+        expected = script.goal_ratio(float(finals.median()), result["references"], key)
+        assert result["candidates"]["20"]["ratios"][key] == pytest.approx(expected)
+    info = json.loads((out / "config.json").read_text())
+    assert info["selection"]["baselines"] == ["adam", "momentum"]
+    assert json.loads(shared.read_text())["setup"]["baselines"] == ["adam", "momentum"]
+
+
+def test_an_unknown_baseline_is_one_clear_error_before_any_work(tmp_path) -> None:
+    with pytest.raises(L2OError, match="nope"):
+        script.select(tmp_path / "missing", tmp_path / "out", baselines=("nope",))
