@@ -227,7 +227,7 @@ def select(
     found = candidates(run, since)  # before the references: a wrong RUN fails in a second
     bounds = bounds or {"max_log_step": None, "min_log_step": None}
     setup = {"instances": n, "families": [list(f) for f in families], "steps": list(steps)}
-    if baselines != ("adam",):  # Adam alone: the setup (and shared files) of earlier versions
+    if baselines != ("adam",):  # Adam alone: the setup earlier versions recorded
         setup["baselines"] = list(baselines)
     references = _read_if_same(reference_file, setup).get("references")
     if references is None:
