@@ -63,7 +63,6 @@ from l2o.tasks import get_task
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adjust_step_size import adjust
 
-ADAM_LRS = tuple(10 ** (k / 2) for k in range(-8, 1))  # 1e-4 .. 1, half a decade apart
 BEST_FACTOR = 1.5  # the goal for `general`: within 1.5x of the best tuned baseline
 STEPS = (100, 1000)
 Family = tuple[str, str, dict, int]  # (name, task, options, instances; 0: --instances)
@@ -110,10 +109,8 @@ def _median(finals: torch.Tensor) -> float:
 
 
 def learning_rates(name: str) -> tuple[float, ...]:
-    """The grid a baseline is tuned over: ADAM_LRS for Adam, else half a decade apart over its
-    search range for lr."""
-    if name == "adam":
-        return ADAM_LRS
+    """The grid a baseline is tuned over: half a decade apart over its search range for lr
+    (Adam: 1e-4 .. 1)."""
     span = get_baseline(name).search_space.get("lr")
     if span is None:
         raise L2OError(f"baseline {name!r} has no learning rate to tune; choose another")
