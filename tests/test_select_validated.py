@@ -13,11 +13,14 @@ import pytest
 import torch
 
 import l2o
+from l2o.baselines import get_baseline
+from l2o.compare.tuning import tune
 from l2o.errors import L2OError
-from l2o.evaluate import LearnedRunner
+from l2o.evaluate import BaselineRunner, LearnedRunner
 from l2o.nets import build_net
 from l2o.pretrained import path as pretrained_path
 from l2o.serialization import save_optimizer
+from l2o.tasks import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -119,3 +122,34 @@ def test_several_baselines_are_tuned_recorded_and_shared(tmp_path) -> None:
 def test_an_unknown_baseline_is_one_clear_error_before_any_work(tmp_path) -> None:
     with pytest.raises(L2OError, match="nope"):
         script.select(tmp_path / "missing", tmp_path / "out", baselines=("nope",))
+
+
+def test_suite_tuning_tunes_every_hyperparameter_as_the_suite_does(tmp_path) -> None:
+    run, out, shared = tmp_path / "run", tmp_path / "out", tmp_path / "reference.json"
+    _validated(run, 20, l2o.load("quadratic"))
+    result = script.select(
+        run, out, n=4, families=QUADRATIC, steps=STEPS, reference_file=shared,
+        baselines=("rmsprop",), tuning="suite",
+    )  # fmt: skip
+    assert (tmp_path / "tuning.db").is_file()  # the studies sit beside the shared references
+    rmsprop = result["references"]["rmsprop"]["quadratic-50"]
+    assert set(rmsprop["hyperparameters"]) == {"lr", "alpha"}  # not the learning rate alone
+    # the suite's own tuning call (same storage) returns the recorded study's best
+    family = get_task("quadratic", {})
+    storage = f"sqlite:///{tmp_path / 'tuning.db'}"
+    tuned = tune(family, "rmsprop", 50, script.SUITE_TRIALS, script.SUITE_TUNE_INSTANCES, storage)
+    assert tuned.new_trials == 0
+    assert tuned.hyperparameters == rmsprop["hyperparameters"]
+    # the recorded median is that tuned baseline's on the n validation instances
+    runner = BaselineRunner(get_baseline("rmsprop"), tuned.hyperparameters)
+    finals = script._losses_at(runner, QUADRATIC[0], 4, (50,))["quadratic-50"]
+    assert rmsprop["median"] == pytest.approx(float(finals.median()))
+    assert json.loads((out / "config.json").read_text())["selection"]["tuning"] == "suite"
+    assert json.loads(shared.read_text())["setup"]["tuning"]["trials"] == script.SUITE_TRIALS
+
+
+def test_all_baselines_means_those_the_suite_tunes_and_a_bad_tuning_is_refused(tmp_path) -> None:
+    with pytest.raises(L2OError, match="--tuning must be one of grid, suite"):
+        script.select(tmp_path / "missing", tmp_path / "out", tuning="optuna")
+    with pytest.raises(L2OError, match="holds no validated network"):  # "all" is known
+        script.select(tmp_path / "missing", tmp_path / "out", baselines=("all",))
