@@ -40,6 +40,8 @@ On the three seeds of the `"both"` recipe it kept the same networks as the valid
 and none of the 45 was at or below tuned Adam on every setting (docs/general-study.md).
 On the floor + cosine recipe it kept other networks for seeds 3 and 4 (seed 4 then meets
 every goal of the suite on test instances; seed 3 misses the quadratic at 100 steps, 1.14×).
+With ``--tuning suite --baselines all`` (references for seven baselines: about 8 minutes with
+three processes sharing two cores and the studies) it keeps the same three networks.
 """
 
 from __future__ import annotations
