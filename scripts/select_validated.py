@@ -264,9 +264,8 @@ def select(
         raise L2OError(f"--instances must be >= 1, got {n}")
     if tuning not in TUNINGS:
         raise L2OError(f"--tuning must be one of {', '.join(TUNINGS)}, got {tuning!r}")
-    if "all" in baselines:
-        baselines = DEFAULT_BASELINES
-    baselines = tuple(dict.fromkeys(("adam", *baselines)))  # Adam first, each once
+    named = [b for name in baselines for b in (DEFAULT_BASELINES if name == "all" else (name,))]
+    baselines = tuple(dict.fromkeys(("adam", *named)))  # Adam first, each once
     for name in baselines:
         learning_rates(name)  # an unknown baseline fails here, before any work
     found = candidates(run, since)  # before the references: a wrong RUN fails in a second

@@ -153,3 +153,5 @@ def test_all_baselines_means_those_the_suite_tunes_and_a_bad_tuning_is_refused(t
         script.select(tmp_path / "missing", tmp_path / "out", tuning="optuna")
     with pytest.raises(L2OError, match="holds no validated network"):  # "all" is known
         script.select(tmp_path / "missing", tmp_path / "out", baselines=("all",))
+    with pytest.raises(L2OError, match="nope"):  # and does not hide an unknown name beside it
+        script.select(tmp_path / "missing", tmp_path / "out", baselines=("all", "nope"))
