@@ -155,3 +155,72 @@ def test_all_baselines_means_those_the_suite_tunes_and_a_bad_tuning_is_refused(t
         script.select(tmp_path / "missing", tmp_path / "out", baselines=("all",))
     with pytest.raises(L2OError, match="nope"):  # and does not hide an unknown name beside it
         script.select(tmp_path / "missing", tmp_path / "out", baselines=("all", "nope"))
+
+
+def test_the_best_few_are_scored_again_on_more_instances_which_decide(tmp_path) -> None:
+    run, out, shared = tmp_path / "run", tmp_path / "out", tmp_path / "reference.json"
+    _validated(run, 20, build_net({"optimizer": "lstm"}, seed=0))  # untrained
+    _validated(run, 40, l2o.load("quadratic"))
+    _validated(run, 60, build_net({"optimizer": "lstm"}, seed=1))
+    result = script.select(
+        run, out, n=2, families=QUADRATIC, steps=STEPS, reference_file=shared,
+        confirm=2, confirm_instances=6,
+    )  # fmt: skip
+    first = script._ranking(result["candidates"], 0)
+    confirmed = result["confirmed"]
+    assert confirmed["instances"] == 6
+    assert set(confirmed["candidates"]) == {str(i) for _, _, i in first[:2]}  # the best two
+    # the confirming references were measured on 6 instances and kept beside the shared file
+    kept = json.loads((tmp_path / "reference-6.json").read_text())
+    assert kept["setup"]["instances"] == 6 and kept["references"] == confirmed["references"]
+    assert json.loads(shared.read_text())["setup"]["instances"] == 2
+    adam_50 = confirmed["references"]["adam"]["quadratic-50"]
+    runner = BaselineRunner(get_baseline("adam"), {"lr": adam_50["lr"]})
+    finals = script._losses_at(runner, QUADRATIC[0], 6, (50,))["quadratic-50"]
+    assert adam_50["median"] == pytest.approx(float(finals.median()))
+    # each confirmed ratio is that network's median on the 6 instances against them
+    best = first[0][2]
+    net = l2o.load(run / "validated" / f"{best:06d}")
+    for key, finals in script._losses_at(LearnedRunner(net), QUADRATIC[0], 6, STEPS).items():
+        expected = script.goal_ratio(float(finals.median()), confirmed["references"], key)
+        assert confirmed["candidates"][str(best)]["ratios"][key] == pytest.approx(expected)
+    info = json.loads((out / "config.json").read_text())
+    assert info["selection"]["confirm"] == {"top": 2, "instances": 6}
+
+
+def _weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    other = b.state_dict()
+    return all(torch.equal(t, other[k]) for k, t in a.state_dict().items())
+
+
+def test_the_confirming_scores_overrule_the_first_ranking(tmp_path, monkeypatch) -> None:
+    run, out = tmp_path / "run", tmp_path / "out"
+    for iteration, seed in ((20, 0), (40, 1), (60, 2)):
+        _validated(run, iteration, build_net({"optimizer": "lstm"}, seed=seed))
+    # on 2 instances 20 < 40 < 60; on 6, 40 is better than 20 (60 is not among the best two)
+    worst = {(2, 0): 0.5, (2, 1): 0.7, (2, 2): 0.9, (6, 0): 3.0, (6, 1): 0.8, (6, 2): 0.1}
+
+    def fake(net, references, count, families, steps):  # which seed's network, by its weights
+        seed = next(
+            s for s in (0, 1, 2) if _weights_equal(net, build_net({"optimizer": "lstm"}, seed=s))
+        )
+        return {"quadratic-20": worst[(count, seed)], "quadratic-50": worst[(count, seed)]}
+
+    monkeypatch.setattr(script, "score", fake)
+    monkeypatch.setattr(script, "tuned_reference", lambda count, *a, **k: {"count": count})
+    result = script.select(run, out, n=2, families=QUADRATIC, steps=STEPS, confirm=2,
+                           confirm_instances=6)  # fmt: skip
+    assert set(result["confirmed"]["candidates"]) == {"20", "40"}
+    assert result["chosen"] == 40
+    assert json.loads((out / "config.json").read_text())["selection"]["iteration"] == 40
+    # without the second scoring the first ranking keeps 20
+    assert (
+        script.select(run, tmp_path / "plain", n=2, families=QUADRATIC, steps=STEPS)["chosen"] == 20
+    )
+
+
+def test_a_confirmation_without_more_instances_is_refused(tmp_path) -> None:
+    with pytest.raises(L2OError, match="--confirm must be >= 0"):
+        script.select(tmp_path / "missing", tmp_path / "out", confirm=-1)
+    with pytest.raises(L2OError, match=r"--confirm-instances \(8\) must exceed --instances \(8\)"):
+        script.select(tmp_path / "missing", tmp_path / "out", confirm=2, confirm_instances=8)
