@@ -80,9 +80,12 @@ def adjust(
 
 def save_changed(net: torch.nn.Module, run: Path, out: Path, post_training: dict) -> Path:
     """Write OUT as a run folder: ``net``, RUN's config with ``post_training`` recorded, RUN's
-    ``metrics.csv``."""
+    ``metrics.csv``. A RUN changed after training already keeps its record under ``previous``,
+    so a chain of changes stays readable."""
     info = json.loads((run / "config.json").read_text())
     info.pop("architecture", None)
+    if "post_training" in info:
+        post_training = {**post_training, "previous": info["post_training"]}
     info["post_training"] = post_training
     out.mkdir(parents=True, exist_ok=True)
     path = save_optimizer(net, out, info)

@@ -95,6 +95,13 @@ def test_a_network_trained_with_the_rule_keeps_it_and_only_its_floor_moves(tmp_p
         s_low = _log_steps(low, grads)[-1][1]
     assert (s_trained >= -10.0).all() and (s_trained < -9.9).all()
     assert (s_low < -10.5).all() and (s_low >= -16.0).all()
+    # a second change on the changed folder keeps the first one's record
+    script.adjust(tmp_path / "low", tmp_path / "capped", max_log_step=1.5)
+    record = json.loads((tmp_path / "capped" / "config.json").read_text())["post_training"]
+    assert record["max_log_step"] == {"from": 10.0, "to": 1.5}
+    assert record["previous"]["min_log_step"] == {"from": -10.0, "to": -16.0}
+    capped = l2o.load(tmp_path / "capped").spec
+    assert (capped.max_log_step, capped.min_log_step) == (1.5, -16.0)
 
 
 def test_a_network_without_a_step_size_is_one_clear_error(tmp_path) -> None:
