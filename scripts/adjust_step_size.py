@@ -4,8 +4,10 @@
     .venv/bin/python scripts/adjust_step_size.py runs/general runs/general/final --min-log-step -16
     # a network trained without the rule: add it with weight 2 and raise the cap on s
     .venv/bin/python scripts/adjust_step_size.py RUN OUT --hypergradient-weight 2 --max-log-step 1.5
+    # a cap that rises by up to 1 while the gradient is near its peak, falls back as it falls
+    .venv/bin/python scripts/adjust_step_size.py RUN OUT --max-log-step-boost 1
 
-The network keeps a per-tensor log step size s (docs/general-study.md). Three things about it
+The network keeps a per-tensor log step size s (docs/general-study.md). Four things about it
 can change after training:
 
 - ``--hypergradient-weight W`` adds the hypergradient rule (``hypergradient_step``): s also
@@ -13,6 +15,9 @@ can change after training:
   with the rule keeps its learned weight: this option is then an error.
 - ``--max-log-step`` moves the cap on s: the rule brakes a step that grows too long, so a
   network given the rule after training can take a higher cap.
+- ``--max-log-step-boost B`` makes the cap ``max_log_step + B·ρ`` (``max_log_step_boost``;
+  ρ = RMS(m̂) ÷ its running peak per tensor): a raised cap early in a run that returns to the
+  plain one as the gradient falls, where a fixed higher cap makes a converged loss spike.
 - ``--min-log-step`` moves the floor: with the rule s keeps falling as a run converges, and the
   default floor −10 holds the loss of a long run up (the quadratic stops near 1e-12 instead of
   going on to 3e-13).
@@ -43,16 +48,22 @@ def adjust(
     hypergradient_weight: float | None = None,
     max_log_step: float | None = None,
     min_log_step: float | None = None,
+    max_log_step_boost: float | None = None,
 ) -> Path:
     """Write OUT: RUN's network with the rule added and/or its bounds on s moved."""
     trained = l2o.load(run)
     spec = dict(trained.arch_config())
     if spec.get("optimizer") != "rnnprop" or not spec.get("adapt_step"):
         raise L2OError(f"{run}: needs an rnnprop network with adapt_step = true, got {spec}")
-    bounds = {"max_log_step": max_log_step, "min_log_step": min_log_step}
+    bounds = {
+        "max_log_step": max_log_step,
+        "min_log_step": min_log_step,
+        "max_log_step_boost": max_log_step_boost,
+    }
     if hypergradient_weight is None and all(v is None for v in bounds.values()):
         raise L2OError(
-            "nothing to change: give --hypergradient-weight, --max-log-step or --min-log-step"
+            "nothing to change: give --hypergradient-weight, --max-log-step, --min-log-step "
+            "or --max-log-step-boost"
         )
     change: dict = {}
     if hypergradient_weight is not None:
@@ -66,7 +77,7 @@ def adjust(
         spec["hypergradient_step"] = True
     for key, value in bounds.items():
         if value is not None:
-            change[key] = {"from": spec[key], "to": value}
+            change[key] = {"from": spec.get(key, 0.0), "to": value}
             spec[key] = value
     net = build_net(spec)
     missing = net.load_state_dict(trained.state_dict(), strict=False).missing_keys
@@ -103,10 +114,21 @@ def main() -> None:
     )
     parser.add_argument("--max-log-step", type=float, default=None, help="a new cap on s")
     parser.add_argument("--min-log-step", type=float, default=None, help="a new floor of s")
+    parser.add_argument(
+        "--max-log-step-boost",
+        type=float,
+        default=None,
+        help="let the cap on s rise by up to this while the gradient is near its peak",
+    )
     args = parser.parse_args()
     try:
         path = adjust(
-            args.run, args.out, args.hypergradient_weight, args.max_log_step, args.min_log_step
+            args.run,
+            args.out,
+            args.hypergradient_weight,
+            args.max_log_step,
+            args.min_log_step,
+            args.max_log_step_boost,
         )
     except L2OError as error:
         raise SystemExit(f"error: {error}") from None

@@ -129,13 +129,15 @@ def _median(finals: torch.Tensor) -> float:
 
 
 def learning_rates(name: str) -> tuple[float, ...]:
-    """The grid a baseline is tuned over: half a decade apart over its search range for lr
-    (Adam: 1e-4 .. 1)."""
+    """The grid a baseline is tuned over: half a decade apart over its search range for lr,
+    and the range's top (Adam: 1e-4 .. 1, then 3): a best rate at the grid's edge is then the
+    search range's, as in the suite's Optuna tuning."""
     span = get_baseline(name).search_space.get("lr")
     if span is None:
         raise L2OError(f"baseline {name!r} has no learning rate to tune; choose another")
     low, high = math.ceil(2 * math.log10(span.low)), math.floor(2 * math.log10(span.high))
-    return tuple(10 ** (k / 2) for k in range(low, high + 1))
+    grid = tuple(10 ** (k / 2) for k in range(low, high + 1))
+    return grid if math.isclose(grid[-1], span.high) else (*grid, span.high)
 
 
 def tuned_reference(
@@ -308,6 +310,8 @@ def select(
     setup = {"instances": n, "families": [list(f) for f in families], "steps": list(steps)}
     if baselines != ("adam",):  # Adam alone: the setup earlier versions recorded
         setup["baselines"] = list(baselines)
+    if tuning == "grid":  # references cached with another grid are measured again
+        setup["lr_grid"] = {name: list(learning_rates(name)) for name in baselines}
     if tuning == "suite":
         setup["tuning"] = {"trials": SUITE_TRIALS, "tune_instances": SUITE_TUNE_INSTANCES}
         if storage is None:

@@ -102,6 +102,13 @@ def test_a_network_trained_with_the_rule_keeps_it_and_only_its_floor_moves(tmp_p
     assert record["previous"]["min_log_step"] == {"from": -10.0, "to": -16.0}
     capped = l2o.load(tmp_path / "capped").spec
     assert (capped.max_log_step, capped.min_log_step) == (1.5, -16.0)
+    # a cap that rises with ρ: recorded from its default 0, the trained weights kept
+    script.adjust(tmp_path / "low", tmp_path / "boosted", max_log_step_boost=1.0)
+    boosted = l2o.load(tmp_path / "boosted")
+    assert (boosted.spec.max_log_step_boost, boosted.spec.min_log_step) == (1.0, -16.0)
+    torch.testing.assert_close(boosted.state_dict(), l2o.load(tmp_path / "low").state_dict())
+    record = json.loads((tmp_path / "boosted" / "config.json").read_text())["post_training"]
+    assert record["max_log_step_boost"] == {"from": 0.0, "to": 1.0}
 
 
 def test_a_network_without_a_step_size_is_one_clear_error(tmp_path) -> None:

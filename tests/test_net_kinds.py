@@ -41,6 +41,12 @@ KINDS = {
         "hypergradient_step": True,
         "hypergradient_signal": "both",
     },
+    "rnnprop-boosted-cap": {
+        "optimizer": "rnnprop",
+        "adapt_step": True,
+        "hypergradient_step": True,
+        "max_log_step_boost": 1.0,
+    },
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -92,6 +98,10 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ),
         ({**HYPER, "hypergradient_signal": "ema"}, "one of gradient, momentum, both"),
         ({**HYPER, "hypergradient_signal": "both", "preprocess": "adam"}, "preprocess = 'rnnprop'"),
+        ({"optimizer": "rnnprop", "max_log_step_boost": 1.0}, "set adapt_step = true"),
+        ({**HYPER, "max_log_step_boost": -1.0}, r"max_log_step_boost must be in \[0, 10\]"),
+        ({**HYPER, "max_log_step_boost": 1.0, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
+        ({"optimizer": "mlp", "adapt_step": True, "max_log_step_boost": 1.0}, "read by: rnnprop"),
     ]:
         with pytest.raises(L2OError, match=match):
             build_net(bad)
@@ -366,6 +376,33 @@ def test_log_step_bounds_hold_the_step_size_the_net_moves(kind, push) -> None:
         torch.testing.assert_close(log_step, torch.full((32, 1), expected), rtol=1e-5, atol=1e-5)
     loaded = spec_from_dict(net.arch_config())
     assert (loaded.max_log_step, loaded.min_log_step) == (0.5, -0.3)  # saved with the weights
+
+
+def test_a_boosted_cap_rises_with_the_gradient_and_falls_back_as_it_falls() -> None:
+    """``max_log_step_boost = b``: the cap on s is max_log_step + b·ρ, ρ = RMS(m̂) ÷ its peak per
+    tensor. A net that always asks for a longer step climbs to max + b while the gradient holds
+    its size, and is pulled down to max + b·ρ once the gradient has fallen 100-fold."""
+    net = build_net(
+        {"optimizer": "rnnprop", "adapt_step": True, "max_log_step": 0.5, "max_log_step_boost": 1.0}
+    )
+    assert net.state_names()[-2:] == ("log_step", "momentum_peak")
+    with torch.no_grad():
+        net.step_bias.fill_(100.0)
+    layout, grads = ((3, 4), (4,)), torch.randn(2, 16)
+    state, index = net.init_state(32), net.state_names().index("log_step")
+    for step in range(20):  # a constant gradient: m̂ = g, ρ = 1
+        _, state = net.step(grads, state, layout, step)
+    torch.testing.assert_close(state[index], torch.full((32, 1), 1.5), rtol=1e-5, atol=1e-5)
+    for step in range(20, 400):  # m̂ → g/100: ρ → 0.01
+        _, state = net.step(grads / 100, state, layout, step)
+    torch.testing.assert_close(state[index], torch.full((32, 1), 0.51), rtol=0, atol=1e-4)
+    # without the boost the same net stops at max_log_step from the start
+    plain = build_net({"optimizer": "rnnprop", "adapt_step": True, "max_log_step": 0.5})
+    plain.load_state_dict(net.state_dict())
+    state = plain.init_state(32)
+    for step in range(20):
+        _, state = plain.step(grads, state, layout, step)
+    torch.testing.assert_close(state[index], torch.full((32, 1), 0.5), rtol=1e-5, atol=1e-5)
 
 
 def test_hypergradient_step_lowers_s_after_an_overshoot_and_raises_it_after_an_undershoot():

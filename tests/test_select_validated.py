@@ -4,6 +4,7 @@ the suite's goal against several tuned baselines."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -117,6 +118,25 @@ def test_several_baselines_are_tuned_recorded_and_shared(tmp_path) -> None:
     info = json.loads((out / "config.json").read_text())
     assert info["selection"]["baselines"] == ["adam", "momentum"]
     assert json.loads(shared.read_text())["setup"]["baselines"] == ["adam", "momentum"]
+    # the grid is recorded with the references: one cached with another grid is measured again
+    setup = json.loads(shared.read_text())["setup"]
+    assert setup["lr_grid"]["adam"] == list(script.learning_rates("adam"))
+    stale = {**setup, "lr_grid": {"adam": [1e-3], "momentum": [1e-3]}}
+    shared.write_text(json.dumps({"setup": stale, "references": {"adam": {}, "momentum": {}}}))
+    again = script.select(
+        run, tmp_path / "again", n=4, families=QUADRATIC, steps=STEPS, reference_file=shared,
+        baselines=("momentum",),
+    )  # fmt: skip
+    assert again["references"] == result["references"]
+
+
+def test_the_learning_rate_grid_reaches_the_top_of_the_search_range() -> None:
+    """Half a decade apart, then the range's top where the grid stops short of it: Adam's range
+    ends at 3, so its grid tries 1 and 3 (a best rate at 1 is then not the grid's edge)."""
+    adam = script.learning_rates("adam")
+    assert adam[0] == pytest.approx(1e-4) and adam[-2:] == pytest.approx((1.0, 3.0))
+    assert all(b / a < 3.17 for a, b in itertools.pairwise(adam))
+    assert script.learning_rates("sgd")[-2:] == pytest.approx((10.0, 30.0))  # SGD: to 30
 
 
 def test_an_unknown_baseline_is_one_clear_error_before_any_work(tmp_path) -> None:

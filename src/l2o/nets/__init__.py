@@ -45,6 +45,7 @@ register_net(
         "adapt_step",
         "max_log_step",
         "min_log_step",
+        "max_log_step_boost",
         "hypergradient_step",
         "hypergradient_signal",
     ),

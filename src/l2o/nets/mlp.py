@@ -244,15 +244,18 @@ class MLPOptimizer(OptimizerNet):
 
 
 def adapted_log_step(
-    log_step: Tensor, change: Tensor, norm: TensorNorm, lower: float, upper: float
+    log_step: Tensor, change: Tensor, norm: TensorNorm, lower: float, upper: float | Tensor
 ) -> Tensor:
     """The new per-tensor log step size ``(B, D, 1)``: the old one moved by
-    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within [``lower``, ``upper``].
+    ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within [``lower``, ``upper``]
+    (``upper`` a number, or a tensor broadcast to ``log_step``: a cap per tensor).
 
     The net integrates its own step size, as a hypergradient method does (Baydin et al. 2018),
     so it can settle on each instance's curvature instead of a step fixed by its lr.
     """
     moved = log_step + STEP_CHANGE * torch.tanh(norm.mean(change))
+    if isinstance(upper, Tensor):
+        return torch.minimum(moved.clamp_min(lower), upper)
     return moved.clamp(lower, upper)
 
 

@@ -15,6 +15,10 @@ shrinking as a run converges without the LSTM having to learn that schedule (one
 state: the last update). ``hypergradient_signal = "momentum"`` reads cos(−m_t, u_{t−1}) instead
 (m_t: the feature set's EMA of g, which minibatch noise moves less), ``"both"`` adds both cosines,
 each with its own learned weight.
+``max_log_step_boost = b`` lets the cap on s rise to ``max_log_step + b·ρ``, ρ = RMS(m̂_t) ÷ its
+running peak per tensor: a longer step while the gradient is still near its largest, the plain
+cap once it has fallen, so a converged run cannot take the long steps that make its loss spike
+(one more float of state: the peak).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.nets.base import State, mask_zero_grads, tensor_norm
-from l2o.nets.features import feature_count
+from l2o.nets.features import RNNPROP_BETA, feature_count
 from l2o.nets.lstm import LSTMOptimizer
 from l2o.nets.lstm_cell import lstm_layer
 from l2o.nets.mlp import adapted_log_step, step_cosine
@@ -97,12 +101,14 @@ class RNNpropOptimizer(LSTMOptimizer):
     def state_names(self) -> tuple[str, ...]:
         names = super().state_names()
         names = (*names, "log_step") if self.spec.adapt_step else names
-        return (*names, "last_update") if self.spec.hypergradient_step else names
+        names = (*names, "last_update") if self.spec.hypergradient_step else names
+        return (*names, "momentum_peak") if self.spec.max_log_step_boost else names
 
     def state_widths(self) -> tuple[int, ...]:
         widths = super().state_widths()
         widths = (*widths, 1) if self.spec.adapt_step else widths
-        return (*widths, 1) if self.spec.hypergradient_step else widths
+        widths = (*widths, 1) if self.spec.hypergradient_step else widths
+        return (*widths, 1) if self.spec.max_log_step_boost else widths
 
     def step(
         self,
@@ -116,7 +122,9 @@ class RNNpropOptimizer(LSTMOptimizer):
         x, state = self.inputs(grads, state, layout, step)
         adapt = int(self.spec.adapt_step)
         hyper = int(self.spec.hypergradient_step)
-        skip = len(state) - 2 * self.layers - adapt - hyper  # feature accumulators come first
+        boost = self.spec.max_log_step_boost
+        # feature accumulators come first, then h, c per layer, s, u_{t−1}, the peak of RMS(m̂)
+        skip = len(state) - 2 * self.layers - adapt - hyper - int(bool(boost))
         x = nn.functional.elu(torch.addmm(self.dense_bias, x, self.dense_weight))
         new_state: list[Tensor] = []
         for layer in range(self.layers):
@@ -131,22 +139,30 @@ class RNNpropOptimizer(LSTMOptimizer):
             x = h
         scale = self.output_scale if lr is None else lr
         update = torch.tanh(torch.mv(x, self.out_weight) + self.out_bias).view(B, D) * scale
+        peak = None
         if adapt:
             change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
             norm = tensor_norm(layout, D, grads.device)
+            upper: float | Tensor = self.spec.max_log_step
+            if boost:
+                momentum = state[0].view(B, D, -1)[..., :1] / (1.0 - RNNPROP_BETA ** (step + 1))
+                ratio, peak = momentum_progress(
+                    norm.rms(momentum.detach()), state[-1].view(B, D, 1)
+                )
+                upper = upper + boost * ratio
             for signal in self.hypergradient_signals:
                 weight = getattr(self, _HYPERGRADIENT_ATTRIBUTES[signal])
                 # m_t: the first feature accumulator, just updated (its bias correction is one
                 # factor per step, which the cosine ignores)
                 read = grads if signal == "gradient" else state[0].view(B, D, -1)[..., 0]
-                last = state[-1].view(B, D, 1)
+                last = state[skip + 2 * self.layers + adapt].view(B, D, 1)
                 change = change + weight * step_cosine(read.view(B, D, 1), last, norm)
             log_step = adapted_log_step(
                 state[skip + 2 * self.layers].view(B, D, 1),
                 change,
                 norm,
                 self.spec.min_log_step,
-                self.spec.max_log_step,
+                upper,
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))
@@ -154,4 +170,16 @@ class RNNpropOptimizer(LSTMOptimizer):
             update = mask_zero_grads(update, grads)
         if hyper:  # a constant for autograd, like the cosine it feeds
             new_state.append(update.detach().reshape(B * D, 1))
+        if peak is not None:
+            new_state.append(peak.expand(B, D, 1).reshape(B * D, 1))
         return update, (*state[:skip], *new_state)
+
+
+def momentum_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:
+    """ρ = ``current`` ÷ its running peak, in [0, 1], and the new peak (both ``(B, D, 1)``).
+
+    ``current`` is the RMS of each tensor's m̂_t; the peak starts at 0 (a fresh state), so ρ = 1
+    on the first step. A constant for autograd: it sets a bound, not a direction.
+    """
+    peak = torch.maximum(peak.detach(), current)
+    return current / peak.clamp_min(torch.finfo(current.dtype).tiny), peak

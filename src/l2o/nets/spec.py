@@ -56,6 +56,9 @@ class NetSpec:
     adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
     max_log_step: float = LOG_STEP_LIMIT  # adapt_step: the log step size stays ≤ this
     min_log_step: float = -LOG_STEP_LIMIT  # adapt_step: ... and ≥ this (lower: longer runs go on)
+    # rnnprop, adapt_step: the cap is max_log_step + this · ρ, ρ = RMS(m̂) / its peak per tensor:
+    # higher while the gradient is large, back to max_log_step as a run converges
+    max_log_step_boost: float = 0.0
     hypergradient_step: bool = False  # rnnprop, adapt_step: s also follows cos(−g_t, u_{t−1})
     hypergradient_signal: str = "gradient"  # ... of g_t, of its EMA m_t, or both (two weights)
     # --- every kind: the torch contract ---
@@ -100,6 +103,12 @@ class NetSpec:
                 f"min_log_step must be in [-{LOWEST_LOG_STEP:g}, max_log_step = "
                 f"{self.max_log_step:g}), got {self.min_log_step}"
             )
+        _number(self, "max_log_step_boost")
+        if not 0 <= self.max_log_step_boost <= LOG_STEP_LIMIT:
+            raise L2OError(
+                f"max_log_step_boost must be in [0, {LOG_STEP_LIMIT:g}], "
+                f"got {self.max_log_step_boost}"
+            )
         for key in _BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -122,6 +131,16 @@ class NetSpec:
             raise L2OError("max_log_step bounds the step size of adapt_step: set adapt_step = true")
         if self.min_log_step != -LOG_STEP_LIMIT and not self.adapt_step:
             raise L2OError("min_log_step bounds the step size of adapt_step: set adapt_step = true")
+        if self.max_log_step_boost and not self.adapt_step:
+            raise L2OError(
+                "max_log_step_boost raises the cap on the step size of adapt_step: set "
+                "adapt_step = true"
+            )
+        if self.max_log_step_boost and self.preprocess != "rnnprop":
+            raise L2OError(
+                "max_log_step_boost reads the EMA of the gradient that preprocess = 'rnnprop' "
+                f"keeps, got preprocess = {self.preprocess!r}"
+            )
         if self.hypergradient_step and not self.adapt_step:
             raise L2OError(
                 "hypergradient_step moves the step size of adapt_step: set adapt_step = true"
