@@ -4,7 +4,7 @@
     .venv/bin/python scripts/adjust_step_size.py runs/general runs/general/final --min-log-step -16
     # a network trained without the rule: add it with weight 2 and raise the cap on s
     .venv/bin/python scripts/adjust_step_size.py RUN OUT --hypergradient-weight 2 --max-log-step 1.5
-    # a cap that rises by up to 1 while the gradient is near its peak, falls back as it falls
+    # a cap raised by up to 1 while the gradient is near its peak, back to 1 as it falls
     .venv/bin/python scripts/adjust_step_size.py RUN OUT --max-log-step-boost 1
 
 The network keeps a per-tensor log step size s (docs/general-study.md). Four things about it
@@ -15,9 +15,10 @@ can change after training:
   with the rule keeps its learned weight: this option is then an error.
 - ``--max-log-step`` moves the cap on s: the rule brakes a step that grows too long, so a
   network given the rule after training can take a higher cap.
-- ``--max-log-step-boost B`` makes the cap ``max_log_step + B·ρ`` (``max_log_step_boost``;
-  ρ = RMS(m̂) ÷ its running peak per tensor): a raised cap early in a run that returns to the
-  plain one as the gradient falls, where a fixed higher cap makes a converged loss spike.
+- ``--max-log-step-boost B`` makes the cap ``max_log_step + B·(1 + log10 ρ / 4)``, the share
+  clipped to [0, 1] (``max_log_step_boost``; ρ = RMS(m̂) ÷ its running peak per tensor): a raised
+  cap while the gradient is within four decades of its peak, the plain one after, where a fixed
+  higher cap makes a converged loss spike.
 - ``--min-log-step`` moves the floor: with the rule s keeps falling as a run converges, and the
   default floor −10 holds the loss of a long run up (the quadratic stops near 1e-12 instead of
   going on to 3e-13).

@@ -8,9 +8,14 @@ learning rate per problem *on the test problem itself*, so the comparison favour
 For every problem and seed it reports the final loss at each checkpoint step, the ratio to the
 best Adam, and the largest rise of the loss above its running minimum after that minimum fell
 below a tenth of the starting loss ("rise": a learned optimizer that converges and then spikes
-shows up here even when its final loss is small again).
+shows up here even when its final loss is small again; the largest over the seeds).
+
+``--proxy`` runs synthetic stand-ins instead (sklearn's ``make_classification`` /
+``make_regression`` with each set's size, features and classes, the same networks): choosing
+between variants of an optimizer on them keeps the held-out sets for the final measurement.
 
     .venv/bin/python scripts/heldout_check.py general runs/my-run --steps 1000 --seeds 3
+    .venv/bin/python scripts/heldout_check.py runs/a runs/b --proxy   # to choose between them
 """
 
 from __future__ import annotations
@@ -50,6 +55,33 @@ PROBLEMS = (
     Problem("wine tanh [32]", datasets.load_wine, True, (32,), nn.Tanh),
     Problem("iris gelu [16, 16, 16]", datasets.load_iris, True, (16, 16, 16), nn.GELU),
     Problem("diabetes relu [64]", datasets.load_diabetes, False, (64,), nn.ReLU),
+)
+
+
+def _synthetic(samples: int, features: int, classes: int) -> Callable:
+    """A loader like sklearn's ``load_*`` for a synthetic set of that shape (0 classes:
+    regression), fixed by its seed."""
+
+    def load(return_X_y: bool = True) -> tuple:
+        if classes:
+            informative = min(features, max(2, features // 3))
+            return datasets.make_classification(
+                samples, features, n_informative=informative, n_redundant=0,
+                n_classes=classes, n_clusters_per_class=1, random_state=0,
+            )  # fmt: skip
+        return datasets.make_regression(samples, features, noise=10.0, random_state=0)
+
+    return load
+
+
+# the held-out sets' synthetic stand-ins: the same sizes, classes and networks
+PROXY_PROBLEMS = (
+    Problem(
+        "proxy of breast cancer relu [64, 64]", _synthetic(569, 30, 2), True, (64, 64), nn.ReLU
+    ),
+    Problem("proxy of wine tanh [32]", _synthetic(178, 13, 3), True, (32,), nn.Tanh),
+    Problem("proxy of iris gelu [16, 16, 16]", _synthetic(150, 4, 3), True, (16, 16, 16), nn.GELU),
+    Problem("proxy of diabetes relu [64]", _synthetic(442, 10, 0), False, (64,), nn.ReLU),
 )
 
 
@@ -108,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--json", help="write every curve's checkpoints here")
+    parser.add_argument(
+        "--proxy", action="store_true", help="synthetic stand-ins of the held-out sets"
+    )
     args = parser.parse_args(argv)
     if args.steps < CHECKPOINTS[0] or args.seeds < 1:
         parser.error(f"--steps must be at least {CHECKPOINTS[0]} and --seeds at least 1")
@@ -118,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     marks = [s for s in CHECKPOINTS if s <= args.steps]
     results: dict = {}
-    for problem in PROBLEMS:
+    for problem in PROXY_PROBLEMS if args.proxy else PROBLEMS:
         print(
             f"\n## {problem.name}: median over {args.seeds} seeds (ratio to Adam with its best"
             " lr per problem)",

@@ -379,9 +379,10 @@ def test_log_step_bounds_hold_the_step_size_the_net_moves(kind, push) -> None:
 
 
 def test_a_boosted_cap_rises_with_the_gradient_and_falls_back_as_it_falls() -> None:
-    """``max_log_step_boost = b``: the cap on s is max_log_step + b·ρ, ρ = RMS(m̂) ÷ its peak per
-    tensor. A net that always asks for a longer step climbs to max + b while the gradient holds
-    its size, and is pulled down to max + b·ρ once the gradient has fallen 100-fold."""
+    """``max_log_step_boost = b``: the cap on s is max_log_step + b·(1 + log10 ρ / 4), the share
+    clipped to [0, 1], ρ = RMS(m̂) ÷ its peak per tensor. A net that always asks for a longer
+    step climbs to max + b while the gradient holds its size, is pulled down to max + b/2 once
+    the gradient has fallen two decades, and to max itself past four."""
     net = build_net(
         {"optimizer": "rnnprop", "adapt_step": True, "max_log_step": 0.5, "max_log_step_boost": 1.0}
     )
@@ -393,9 +394,12 @@ def test_a_boosted_cap_rises_with_the_gradient_and_falls_back_as_it_falls() -> N
     for step in range(20):  # a constant gradient: m̂ = g, ρ = 1
         _, state = net.step(grads, state, layout, step)
     torch.testing.assert_close(state[index], torch.full((32, 1), 1.5), rtol=1e-5, atol=1e-5)
-    for step in range(20, 400):  # m̂ → g/100: ρ → 0.01
+    for step in range(20, 400):  # m̂ → g/100: ρ → 0.01, half the boost
         _, state = net.step(grads / 100, state, layout, step)
-    torch.testing.assert_close(state[index], torch.full((32, 1), 0.51), rtol=0, atol=1e-4)
+    torch.testing.assert_close(state[index], torch.full((32, 1), 1.0), rtol=0, atol=1e-4)
+    for step in range(400, 800):  # ρ → 1e-5: no boost left
+        _, state = net.step(grads / 1e5, state, layout, step)
+    torch.testing.assert_close(state[index], torch.full((32, 1), 0.5), rtol=0, atol=1e-5)
     # without the boost the same net stops at max_log_step from the start
     plain = build_net({"optimizer": "rnnprop", "adapt_step": True, "max_log_step": 0.5})
     plain.load_state_dict(net.state_dict())

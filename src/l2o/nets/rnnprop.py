@@ -15,10 +15,11 @@ shrinking as a run converges without the LSTM having to learn that schedule (one
 state: the last update). ``hypergradient_signal = "momentum"`` reads cos(−m_t, u_{t−1}) instead
 (m_t: the feature set's EMA of g, which minibatch noise moves less), ``"both"`` adds both cosines,
 each with its own learned weight.
-``max_log_step_boost = b`` lets the cap on s rise to ``max_log_step + b·ρ``, ρ = RMS(m̂_t) ÷ its
-running peak per tensor: a longer step while the gradient is still near its largest, the plain
-cap once it has fallen, so a converged run cannot take the long steps that make its loss spike
-(one more float of state: the peak).
+``max_log_step_boost = b`` lets the cap on s rise to ``max_log_step + b·(1 + log10 ρ / 4)``
+(the boosted share clipped to [0, 1]), ρ = RMS(m̂_t) ÷ its running peak per tensor: longer steps
+while the gradient is within a few decades of its largest, the plain cap once it has fallen
+further, so a converged run does not take the long steps that make its loss spike (one more
+float of state: the peak).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from l2o.tasks.base import Layout
 # hypergradient_step: the starting weight of cos(−g_t, u_{t−1}) in the change of s. With it a
 # run that overshoots at every step (cos = −1) lowers s by 0.1·tanh(2) ≈ 0.096 a step.
 HYPERGRADIENT_WEIGHT = 2.0
+# max_log_step_boost: the boost to the cap fades linearly in log10 ρ, gone once the gradient's
+# EMA has fallen this many decades below its peak (the quadratic at 100 steps: ~2.4 decades)
+BOOST_DECADES = 4.0
 # The learned weight of each cosine, by what the rule reads: "both" splits the starting weight.
 _HYPERGRADIENT_WEIGHTS = {
     "gradient": {"gradient": HYPERGRADIENT_WEIGHT},
@@ -146,10 +150,10 @@ class RNNpropOptimizer(LSTMOptimizer):
             upper: float | Tensor = self.spec.max_log_step
             if boost:
                 momentum = state[0].view(B, D, -1)[..., :1] / (1.0 - RNNPROP_BETA ** (step + 1))
-                ratio, peak = momentum_progress(
+                share, peak = momentum_progress(
                     norm.rms(momentum.detach()), state[-1].view(B, D, 1)
                 )
-                upper = upper + boost * ratio
+                upper = upper + boost * share
             for signal in self.hypergradient_signals:
                 weight = getattr(self, _HYPERGRADIENT_ATTRIBUTES[signal])
                 # m_t: the first feature accumulator, just updated (its bias correction is one
@@ -176,10 +180,15 @@ class RNNpropOptimizer(LSTMOptimizer):
 
 
 def momentum_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:
-    """ρ = ``current`` ÷ its running peak, in [0, 1], and the new peak (both ``(B, D, 1)``).
+    """The share of the boost still given, in [0, 1], and the new peak (both ``(B, D, 1)``).
 
-    ``current`` is the RMS of each tensor's m̂_t; the peak starts at 0 (a fresh state), so ρ = 1
-    on the first step. A constant for autograd: it sets a bound, not a direction.
+    ``current`` is the RMS of each tensor's m̂_t and ρ = ``current`` ÷ its running peak; the share
+    is 1 + log10(ρ) / ``BOOST_DECADES``, clipped to [0, 1]: all of it at the peak, none once the
+    gradient has fallen ``BOOST_DECADES`` decades. A share linear in ρ is gone after the first
+    decade, long before the quadratic's steps stop gaining from it. The peak starts at 0 (a
+    fresh state), so the share is 1 on the first step. A constant for autograd: it sets a bound.
     """
     peak = torch.maximum(peak.detach(), current)
-    return current / peak.clamp_min(torch.finfo(current.dtype).tiny), peak
+    ratio = current / peak.clamp_min(torch.finfo(current.dtype).tiny)
+    share = 1.0 + ratio.clamp_min(torch.finfo(current.dtype).tiny).log10() / BOOST_DECADES
+    return share.clamp(0.0, 1.0), peak

@@ -56,8 +56,8 @@ class NetSpec:
     adapt_step: bool = False  # keep a per-tensor log step size the net moves by ≤ 0.1 a step
     max_log_step: float = LOG_STEP_LIMIT  # adapt_step: the log step size stays ≤ this
     min_log_step: float = -LOG_STEP_LIMIT  # adapt_step: ... and ≥ this (lower: longer runs go on)
-    # rnnprop, adapt_step: the cap is max_log_step + this · ρ, ρ = RMS(m̂) / its peak per tensor:
-    # higher while the gradient is large, back to max_log_step as a run converges
+    # rnnprop, adapt_step: the cap is max_log_step + this · (1 + log10 ρ / 4) (clipped share),
+    # ρ = RMS(m̂) / its peak per tensor: higher while the gradient is within 4 decades of its peak
     max_log_step_boost: float = 0.0
     hypergradient_step: bool = False  # rnnprop, adapt_step: s also follows cos(−g_t, u_{t−1})
     hypergradient_signal: str = "gradient"  # ... of g_t, of its EMA m_t, or both (two weights)
