@@ -7,8 +7,8 @@
     # a cap raised by up to 1 while the gradient is near its peak, back to 1 as it falls
     .venv/bin/python scripts/adjust_step_size.py RUN OUT --max-log-step-boost 1
 
-The network keeps a per-tensor log step size s (docs/general-study.md). Four things about it
-can change after training:
+The network keeps a per-tensor log step size s (docs/general-study.md). Five things about its
+steps can change after training:
 
 - ``--hypergradient-weight W`` adds the hypergradient rule (``hypergradient_step``): s also
   moves by W·cos(−g_t, u_{t−1}), so it falls whenever the last step overshot. A network trained
@@ -19,6 +19,8 @@ can change after training:
   clipped to [0, 1] (``max_log_step_boost``; ρ = RMS(m̂) ÷ its running peak per tensor): a raised
   cap while the gradient is within four decades of its peak, the plain one after, where a fixed
   higher cap makes a converged loss spike.
+- ``--damping-eps E`` multiplies each update by √v̂ / (√v̂ + E) (``damping_eps``, Adam's ε):
+  a loss at float32's floor has tiny gradients but scale-free inputs, and takes full steps.
 - ``--min-log-step`` moves the floor: with the rule s keeps falling as a run converges, and the
   default floor −10 holds the loss of a long run up (the quadratic stops near 1e-12 instead of
   going on to 3e-13).
@@ -50,6 +52,7 @@ def adjust(
     max_log_step: float | None = None,
     min_log_step: float | None = None,
     max_log_step_boost: float | None = None,
+    damping_eps: float | None = None,
 ) -> Path:
     """Write OUT: RUN's network with the rule added and/or its bounds on s moved."""
     trained = l2o.load(run)
@@ -60,11 +63,12 @@ def adjust(
         "max_log_step": max_log_step,
         "min_log_step": min_log_step,
         "max_log_step_boost": max_log_step_boost,
+        "damping_eps": damping_eps,
     }
     if hypergradient_weight is None and all(v is None for v in bounds.values()):
         raise L2OError(
-            "nothing to change: give --hypergradient-weight, --max-log-step, --min-log-step "
-            "or --max-log-step-boost"
+            "nothing to change: give --hypergradient-weight, --max-log-step, --min-log-step, "
+            "--max-log-step-boost or --damping-eps"
         )
     change: dict = {}
     if hypergradient_weight is not None:
@@ -121,6 +125,9 @@ def main() -> None:
         default=None,
         help="let the cap on s rise by up to this while the gradient is near its peak",
     )
+    parser.add_argument(
+        "--damping-eps", type=float, default=None, help="Adam's ε on each update (e.g. 1e-8)"
+    )
     args = parser.parse_args()
     try:
         path = adjust(
@@ -130,6 +137,7 @@ def main() -> None:
             args.max_log_step,
             args.min_log_step,
             args.max_log_step_boost,
+            args.damping_eps,
         )
     except L2OError as error:
         raise SystemExit(f"error: {error}") from None

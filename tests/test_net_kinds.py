@@ -41,11 +41,12 @@ KINDS = {
         "hypergradient_step": True,
         "hypergradient_signal": "both",
     },
-    "rnnprop-boosted-cap": {
+    "rnnprop-boosted-cap-damped": {
         "optimizer": "rnnprop",
         "adapt_step": True,
         "hypergradient_step": True,
         "max_log_step_boost": 1.0,
+        "damping_eps": 1e-8,
     },
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
@@ -102,6 +103,9 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({**HYPER, "max_log_step_boost": -1.0}, r"max_log_step_boost must be in \[0, 10\]"),
         ({**HYPER, "max_log_step_boost": 1.0, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
         ({"optimizer": "mlp", "adapt_step": True, "max_log_step_boost": 1.0}, "read by: rnnprop"),
+        ({"optimizer": "rnnprop", "damping_eps": 1.0}, r"damping_eps must be in \[0, 1\)"),
+        ({"optimizer": "rnnprop", "damping_eps": 1e-8, "preprocess": "adam"}, "g² that"),
+        ({"optimizer": "lstm", "damping_eps": 1e-8}, "read by: rnnprop"),
     ]:
         with pytest.raises(L2OError, match=match):
             build_net(bad)
@@ -210,7 +214,8 @@ def test_zero_gradient_coordinates_do_not_move(name) -> None:
     kw = {"params": torch.randn(2, 8)} if net.needs_params else {}
     update, _ = net.step(grads, net.init_state(16), step=5, **kw)
     assert torch.equal(update[:, :3], torch.zeros(2, 3))
-    off = build_net({**_arch(name), "skip_zero_grad": False}, seed=0)
+    # damping_eps alone stops a zero gradient (√v̂ = 0): without both, the coordinates move
+    off = build_net({**_arch(name), "skip_zero_grad": False, "damping_eps": 0.0}, seed=0)
     moved, _ = off.step(grads, off.init_state(16), step=5, **kw)
     assert moved[:, :3].abs().sum() > 0
 
@@ -407,6 +412,22 @@ def test_a_boosted_cap_rises_with_the_gradient_and_falls_back_as_it_falls() -> N
     for step in range(20):
         _, state = plain.step(grads, state, layout, step)
     torch.testing.assert_close(state[index], torch.full((32, 1), 0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_damping_eps_shrinks_the_steps_of_tiny_gradients_as_adams_eps_does() -> None:
+    """``damping_eps = ε``: each update × √v̂ / (√v̂ + ε). The inputs m̂/√v̂ and g/√v̂ do not see
+    a gradient's size, so without it a gradient of 1e-12 steps as far as one of 1."""
+    plain = build_net({"optimizer": "rnnprop"}, seed=0)
+    damped = build_net({"optimizer": "rnnprop", "damping_eps": 1e-8}, seed=0)
+    damped.load_state_dict(plain.state_dict())
+    for scale, factor in [(1.0, 1.0), (1e-8, 0.5), (1e-12, 1e-4)]:
+        grads = torch.full((2, 16), scale)
+        state_p, state_d = plain.init_state(32), damped.init_state(32)
+        for step in range(3):
+            u_plain, state_p = plain.step(grads, state_p, None, step)
+            u_damped, state_d = damped.step(grads, state_d, None, step)
+        assert u_plain.abs().min() > 1e-4  # full-size steps for any gradient
+        torch.testing.assert_close(u_damped, u_plain * factor, rtol=2e-4, atol=0)
 
 
 def test_hypergradient_step_lowers_s_after_an_overshoot_and_raises_it_after_an_undershoot():

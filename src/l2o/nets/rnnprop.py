@@ -20,6 +20,8 @@ each with its own learned weight.
 while the gradient is within a few decades of its largest, the plain cap once it has fallen
 further, so a converged run does not take the long steps that make its loss spike (one more
 float of state: the peak).
+``damping_eps = ε`` multiplies each update by √v̂ / (√v̂ + ε), Adam's ε: once a loss is near
+float32's floor its gradients are tiny but m̂/√v̂ is not, so without it the steps stay full size.
 """
 
 from __future__ import annotations
@@ -170,6 +172,9 @@ class RNNpropOptimizer(LSTMOptimizer):
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))
+        if self.spec.damping_eps:  # √v̂: v is the second feature accumulator, just updated
+            rms = (state[0].view(B, D, -1)[..., 1] / (1.0 - RNNPROP_BETA ** (step + 1))).sqrt()
+            update = update * (rms / (rms + self.spec.damping_eps)).detach()
         if self.spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
         if hyper:  # a constant for autograd, like the cosine it feeds

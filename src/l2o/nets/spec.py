@@ -59,6 +59,9 @@ class NetSpec:
     # rnnprop, adapt_step: the cap is max_log_step + this · (1 + log10 ρ / 4) (clipped share),
     # ρ = RMS(m̂) / its peak per tensor: higher while the gradient is within 4 decades of its peak
     max_log_step_boost: float = 0.0
+    # rnnprop: each update × √v̂ / (√v̂ + this), as Adam's ε: a coordinate whose gradient is far
+    # below it (a converged loss near float32's floor) moves proportionally less; 0: off
+    damping_eps: float = 0.0
     hypergradient_step: bool = False  # rnnprop, adapt_step: s also follows cos(−g_t, u_{t−1})
     hypergradient_signal: str = "gradient"  # ... of g_t, of its EMA m_t, or both (two weights)
     # --- every kind: the torch contract ---
@@ -109,6 +112,11 @@ class NetSpec:
                 f"max_log_step_boost must be in [0, {LOG_STEP_LIMIT:g}], "
                 f"got {self.max_log_step_boost}"
             )
+        _number(self, "damping_eps")
+        if not 0 <= self.damping_eps < 1:
+            raise L2OError(
+                f"damping_eps must be in [0, 1) (Adam's ε is 1e-8), got {self.damping_eps}"
+            )
         for key in _BOOL_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise L2OError(f"{key} must be true or false, got {getattr(self, key)!r}")
@@ -140,6 +148,11 @@ class NetSpec:
             raise L2OError(
                 "max_log_step_boost reads the EMA of the gradient that preprocess = 'rnnprop' "
                 f"keeps, got preprocess = {self.preprocess!r}"
+            )
+        if self.damping_eps and self.preprocess != "rnnprop":
+            raise L2OError(
+                "damping_eps reads the EMA of g² that preprocess = 'rnnprop' keeps, got "
+                f"preprocess = {self.preprocess!r}"
             )
         if self.hypergradient_step and not self.adapt_step:
             raise L2OError(
