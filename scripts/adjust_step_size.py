@@ -54,18 +54,18 @@ def adjust(
     max_log_step_boost: float | None = None,
     damping_eps: float | None = None,
 ) -> Path:
-    """Write OUT: RUN's network with the rule added and/or its bounds on s moved."""
+    """Write OUT: RUN's network with the rule added and/or its step-size settings changed."""
     trained = l2o.load(run)
     spec = dict(trained.arch_config())
     if spec.get("optimizer") != "rnnprop" or not spec.get("adapt_step"):
         raise L2OError(f"{run}: needs an rnnprop network with adapt_step = true, got {spec}")
-    bounds = {
+    settings = {
         "max_log_step": max_log_step,
         "min_log_step": min_log_step,
         "max_log_step_boost": max_log_step_boost,
         "damping_eps": damping_eps,
     }
-    if hypergradient_weight is None and all(v is None for v in bounds.values()):
+    if hypergradient_weight is None and all(v is None for v in settings.values()):
         raise L2OError(
             "nothing to change: give --hypergradient-weight, --max-log-step, --min-log-step, "
             "--max-log-step-boost or --damping-eps"
@@ -80,9 +80,9 @@ def adjust(
             )
         change.update(hypergradient_step=True, hypergradient_weight=hypergradient_weight)
         spec["hypergradient_step"] = True
-    for key, value in bounds.items():
+    for key, value in settings.items():
         if value is not None:
-            change[key] = {"from": spec.get(key, 0.0), "to": value}
+            change[key] = {"from": spec[key], "to": value}
             spec[key] = value
     net = build_net(spec)
     missing = net.load_state_dict(trained.state_dict(), strict=False).missing_keys

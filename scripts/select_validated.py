@@ -303,15 +303,14 @@ def select(
         raise L2OError(f"--tuning must be one of {', '.join(TUNINGS)}, got {tuning!r}")
     named = [b for name in baselines for b in (DEFAULT_BASELINES if name == "all" else (name,))]
     baselines = tuple(dict.fromkeys(("adam", *named)))  # Adam first, each once
-    for name in baselines:
-        learning_rates(name)  # an unknown baseline fails here, before any work
+    grids = {name: list(learning_rates(name)) for name in baselines}  # unknown: fails here
     found = candidates(run, since)  # before the references: a wrong RUN fails in a second
     bounds = bounds or {"max_log_step": None, "min_log_step": None}
     setup = {"instances": n, "families": [list(f) for f in families], "steps": list(steps)}
     if baselines != ("adam",):  # Adam alone: the setup earlier versions recorded
         setup["baselines"] = list(baselines)
     if tuning == "grid":  # references cached with another grid are measured again
-        setup["lr_grid"] = {name: list(learning_rates(name)) for name in baselines}
+        setup["lr_grid"] = grids
     if tuning == "suite":
         setup["tuning"] = {"trials": SUITE_TRIALS, "tune_instances": SUITE_TUNE_INSTANCES}
         if storage is None:

@@ -254,9 +254,7 @@ def adapted_log_step(
     so it can settle on each instance's curvature instead of a step fixed by its lr.
     """
     moved = log_step + STEP_CHANGE * torch.tanh(norm.mean(change))
-    if isinstance(upper, Tensor):
-        return torch.minimum(moved.clamp_min(lower), upper)
-    return moved.clamp(lower, upper)
+    return moved.clamp_min(lower).clamp_max(upper)  # clamp() takes no number with a tensor
 
 
 def step_agreement(

@@ -151,7 +151,7 @@ class RNNpropOptimizer(LSTMOptimizer):
             norm = tensor_norm(layout, D, grads.device)
             upper: float | Tensor = self.spec.max_log_step
             if boost:
-                momentum = state[0].view(B, D, -1)[..., :1] / (1.0 - RNNPROP_BETA ** (step + 1))
+                momentum = _moment(state[0].view(B, D, -1), 0, step).unsqueeze(-1)
                 share, peak = momentum_progress(
                     norm.rms(momentum.detach()), state[-1].view(B, D, 1)
                 )
@@ -172,8 +172,8 @@ class RNNpropOptimizer(LSTMOptimizer):
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))
-        if self.spec.damping_eps:  # √v̂: v is the second feature accumulator, just updated
-            rms = (state[0].view(B, D, -1)[..., 1] / (1.0 - RNNPROP_BETA ** (step + 1))).sqrt()
+        if self.spec.damping_eps:
+            rms = _moment(state[0].view(B, D, -1), 1, step).sqrt()  # √v̂
             update = update * (rms / (rms + self.spec.damping_eps)).detach()
         if self.spec.skip_zero_grad:
             update = mask_zero_grads(update, grads)
@@ -182,6 +182,12 @@ class RNNpropOptimizer(LSTMOptimizer):
         if peak is not None:
             new_state.append(peak.expand(B, D, 1).reshape(B * D, 1))
         return update, (*state[:skip], *new_state)
+
+
+def _moment(accumulators: Tensor, index: int, step: int) -> Tensor:
+    """m̂ (``index`` 0) or v̂ (1) ``(B, D)`` from the ``rnnprop`` feature set's accumulators
+    ``(B, D, 2)``, just updated for ``step``: bias-corrected as the features are."""
+    return accumulators[..., index] / (1.0 - RNNPROP_BETA ** (step + 1))
 
 
 def momentum_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:
