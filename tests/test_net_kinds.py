@@ -48,6 +48,7 @@ KINDS = {
         "max_log_step_boost": 1.0,
         "damping_eps": 1e-8,
     },
+    "rnnprop-faded-rise": {"optimizer": "rnnprop", "adapt_step": True, "fade_step_rise": True},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -103,6 +104,10 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({**HYPER, "max_log_step_boost": -1.0}, r"max_log_step_boost must be in \[0, 10\]"),
         ({**HYPER, "max_log_step_boost": 1.0, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
         ({"optimizer": "mlp", "adapt_step": True, "max_log_step_boost": 1.0}, "read by: rnnprop"),
+        ({"optimizer": "rnnprop", "fade_step_rise": True}, "set adapt_step = true"),
+        ({**HYPER, "fade_step_rise": True, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
+        ({"optimizer": "mlp", "adapt_step": True, "fade_step_rise": True}, "read by: rnnprop"),
+        ({**HYPER, "fade_step_rise": 1}, "fade_step_rise must be true or false"),
         ({"optimizer": "rnnprop", "damping_eps": 1.0}, r"damping_eps must be in \[0, 1\)"),
         ({"optimizer": "rnnprop", "damping_eps": 1e-8, "preprocess": "adam"}, "g² that"),
         ({"optimizer": "lstm", "damping_eps": 1e-8}, "read by: rnnprop"),
@@ -412,6 +417,48 @@ def test_a_boosted_cap_rises_with_the_gradient_and_falls_back_as_it_falls() -> N
     for step in range(20):
         _, state = plain.step(grads, state, layout, step)
     torch.testing.assert_close(state[index], torch.full((32, 1), 0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_a_faded_rise_stops_s_climbing_once_the_gradient_has_fallen_four_decades() -> None:
+    """``fade_step_rise``: each rise of s × (1 + log10 ρ / 4), clipped to [0, 1]. A net that
+    always asks for a longer step climbs at the full 0.1·tanh rate while the gradient holds its
+    size, at half the rate two decades down, not at all past four; falls are never slowed."""
+    spec = {"optimizer": "rnnprop", "adapt_step": True, "min_log_step": -16.0}
+    net = build_net({**spec, "fade_step_rise": True})
+    assert net.state_names()[-2:] == ("log_step", "momentum_peak")
+    plain = build_net(spec)
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        for each in (net, plain):
+            each.step_weight.zero_()
+            each.step_bias.fill_(100.0)  # every step asks for +0.1 on s (tanh(100) = 1)
+    layout, grads = ((3, 4), (4,)), torch.randn(2, 16)
+    index = net.state_names().index("log_step")
+
+    def rises(scale: float, steps: range, states: list) -> list[float]:
+        """The rise of s over ``steps`` with the gradient × ``scale``, for ``net`` and ``plain``."""
+        out = []
+        for i, each in enumerate((net, plain)):
+            before = torch.zeros(32, 1)  # from s = 0, so the cap of 10 is never reached
+            states[i] = (*states[i][:index], before, *states[i][index + 1 :])
+            for step in steps:
+                _, states[i] = each.step(grads * scale, states[i], layout, step)
+            out.append(float((states[i][index] - before).detach().mean()))
+        return out
+
+    states = [net.init_state(32), plain.init_state(32)]
+    faded, full = rises(1.0, range(10), states)  # ρ = 1: the whole rise
+    assert faded == pytest.approx(full, rel=1e-5) and full == pytest.approx(1.0, rel=1e-5)
+    rises(1e-2, range(10, 400), states)  # m̂ settles at g/100: ρ = 0.01
+    faded, full = rises(1e-2, range(400, 410), states)
+    assert faded == pytest.approx(0.5, rel=1e-3) and full == pytest.approx(1.0, rel=1e-5)
+    rises(1e-5, range(410, 800), states)  # five decades down: s no longer rises
+    faded, full = rises(1e-5, range(800, 810), states)
+    assert faded == 0.0 and full == pytest.approx(1.0, rel=1e-5)
+    with torch.no_grad():  # a fall is not slowed
+        net.step_bias.fill_(-100.0)
+    _, after = net.step(grads * 1e-5, states[0], layout, 810)
+    torch.testing.assert_close(after[index] - states[0][index], torch.full((32, 1), -0.1))
 
 
 def test_damping_eps_shrinks_the_steps_of_tiny_gradients_as_adams_eps_does() -> None:

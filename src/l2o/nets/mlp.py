@@ -244,16 +244,25 @@ class MLPOptimizer(OptimizerNet):
 
 
 def adapted_log_step(
-    log_step: Tensor, change: Tensor, norm: TensorNorm, lower: float, upper: float | Tensor
+    log_step: Tensor,
+    change: Tensor,
+    norm: TensorNorm,
+    lower: float,
+    upper: float | Tensor,
+    rise_share: Tensor | None = None,
 ) -> Tensor:
     """The new per-tensor log step size ``(B, D, 1)``: the old one moved by
     ``STEP_CHANGE · tanh(mean of the tensor's change outputs)``, within [``lower``, ``upper``]
-    (``upper`` a number, or a tensor broadcast to ``log_step``: a cap per tensor).
+    (``upper`` a number, or a tensor broadcast to ``log_step``: a cap per tensor). A move up
+    is multiplied by ``rise_share`` (broadcast to ``log_step``) where one is given.
 
     The net integrates its own step size, as a hypergradient method does (Baydin et al. 2018),
     so it can settle on each instance's curvature instead of a step fixed by its lr.
     """
-    moved = log_step + STEP_CHANGE * torch.tanh(norm.mean(change))
+    move = STEP_CHANGE * torch.tanh(norm.mean(change))
+    if rise_share is not None:
+        move = torch.where(move > 0, move * rise_share, move)
+    moved = log_step + move
     return moved.clamp_min(lower).clamp_max(upper)  # clamp() takes no number with a tensor
 
 

@@ -20,6 +20,9 @@ each with its own learned weight.
 while the gradient is within a few decades of its largest, the plain cap once it has fallen
 further, so a converged run does not take the long steps that make its loss spike (one more
 float of state: the peak).
+``fade_step_rise = true`` multiplies each rise of s by that same share (the peak is kept as for
+the boost): once a run has converged its gradient is tiny, every full step still goes downhill,
+and without it s keeps rising until a step is long enough to throw the loss back up.
 ``damping_eps = ε`` multiplies each update by √v̂ / (√v̂ + ε), Adam's ε: once a loss is near
 float32's floor its gradients are tiny but m̂/√v̂ is not, so without it the steps stay full size.
 """
@@ -108,13 +111,17 @@ class RNNpropOptimizer(LSTMOptimizer):
         names = super().state_names()
         names = (*names, "log_step") if self.spec.adapt_step else names
         names = (*names, "last_update") if self.spec.hypergradient_step else names
-        return (*names, "momentum_peak") if self.spec.max_log_step_boost else names
+        return (*names, "momentum_peak") if self._tracks_peak() else names
 
     def state_widths(self) -> tuple[int, ...]:
         widths = super().state_widths()
         widths = (*widths, 1) if self.spec.adapt_step else widths
         widths = (*widths, 1) if self.spec.hypergradient_step else widths
-        return (*widths, 1) if self.spec.max_log_step_boost else widths
+        return (*widths, 1) if self._tracks_peak() else widths
+
+    def _tracks_peak(self) -> bool:
+        """Whether the state keeps the running peak of RMS(m̂) per tensor."""
+        return bool(self.spec.max_log_step_boost) or self.spec.fade_step_rise
 
     def step(
         self,
@@ -130,7 +137,7 @@ class RNNpropOptimizer(LSTMOptimizer):
         hyper = int(self.spec.hypergradient_step)
         boost = self.spec.max_log_step_boost
         # feature accumulators come first, then h, c per layer, s, u_{t−1}, the peak of RMS(m̂)
-        skip = len(state) - 2 * self.layers - adapt - hyper - int(bool(boost))
+        skip = len(state) - 2 * self.layers - adapt - hyper - int(self._tracks_peak())
         x = nn.functional.elu(torch.addmm(self.dense_bias, x, self.dense_weight))
         new_state: list[Tensor] = []
         for layer in range(self.layers):
@@ -145,16 +152,17 @@ class RNNpropOptimizer(LSTMOptimizer):
             x = h
         scale = self.output_scale if lr is None else lr
         update = torch.tanh(torch.mv(x, self.out_weight) + self.out_bias).view(B, D) * scale
-        peak = None
+        peak = share = None
         if adapt:
             change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
             norm = tensor_norm(layout, D, grads.device)
             upper: float | Tensor = self.spec.max_log_step
-            if boost:
+            if self._tracks_peak():
                 momentum = _moment(state[0].view(B, D, -1), 0, step).unsqueeze(-1)
                 share, peak = momentum_progress(
                     norm.rms(momentum.detach()), state[-1].view(B, D, 1)
                 )
+            if boost:
                 upper = upper + boost * share
             for signal in self.hypergradient_signals:
                 weight = getattr(self, _HYPERGRADIENT_ATTRIBUTES[signal])
@@ -169,6 +177,7 @@ class RNNpropOptimizer(LSTMOptimizer):
                 norm,
                 self.spec.min_log_step,
                 upper,
+                share if self.spec.fade_step_rise else None,
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))

@@ -59,6 +59,9 @@ class NetSpec:
     # rnnprop, adapt_step: the cap is max_log_step + this · (1 + log10 ρ / 4) (clipped share),
     # ρ = RMS(m̂) / its peak per tensor: higher while the gradient is within 4 decades of its peak
     max_log_step_boost: float = 0.0
+    # rnnprop, adapt_step: each rise of s × that same share: once the gradient has fallen 4
+    # decades below its peak s can only fall, so a converged run does not grow its steps again
+    fade_step_rise: bool = False
     # rnnprop: each update × √v̂ / (√v̂ + this), as Adam's ε: a coordinate whose gradient is far
     # below it (a converged loss near float32's floor) moves proportionally less; 0: off
     damping_eps: float = 0.0
@@ -148,6 +151,16 @@ class NetSpec:
             raise L2OError(
                 "max_log_step_boost reads the EMA of the gradient that preprocess = 'rnnprop' "
                 f"keeps, got preprocess = {self.preprocess!r}"
+            )
+        if self.fade_step_rise and not self.adapt_step:
+            raise L2OError(
+                "fade_step_rise slows the rise of the step size of adapt_step: set "
+                "adapt_step = true"
+            )
+        if self.fade_step_rise and self.preprocess != "rnnprop":
+            raise L2OError(
+                "fade_step_rise reads the EMA of the gradient that preprocess = 'rnnprop' keeps, "
+                f"got preprocess = {self.preprocess!r}"
             )
         if self.damping_eps and self.preprocess != "rnnprop":
             raise L2OError(
