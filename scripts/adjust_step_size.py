@@ -6,8 +6,8 @@
     .venv/bin/python scripts/adjust_step_size.py RUN OUT --hypergradient-weight 2 --max-log-step 1.5
     # a cap raised by up to 1 while the gradient is near its peak, back to 1 as it falls
     .venv/bin/python scripts/adjust_step_size.py RUN OUT --max-log-step-boost 1
-    # s stops rising once the gradient has fallen four decades below its peak
-    .venv/bin/python scripts/adjust_step_size.py RUN OUT --fade-step-rise
+    # s rises ever less as the gradient falls, not at all once it is eight decades below its peak
+    .venv/bin/python scripts/adjust_step_size.py RUN OUT --step-rise-decades 8
 
 The network keeps a per-tensor log step size s (docs/general-study.md). Six things about its
 steps can change after training:
@@ -21,9 +21,9 @@ steps can change after training:
   clipped to [0, 1] (``max_log_step_boost``; ρ = RMS(m̂) ÷ its running peak per tensor): a raised
   cap while the gradient is within four decades of its peak, the plain one after, where a fixed
   higher cap makes a converged loss spike.
-- ``--fade-step-rise`` multiplies each rise of s by that same share (``fade_step_rise``): a
-  converged run has tiny gradients, yet every full step still goes downhill, so s would keep
-  rising until one step throws the loss back up.
+- ``--step-rise-decades D`` multiplies each rise of s by 1 + log10 ρ / D, clipped to [0, 1]
+  (``step_rise_decades``): a converged run has tiny gradients, yet every full step still goes
+  downhill, so s would keep rising until one step throws the loss back up.
 - ``--damping-eps E`` multiplies each update by √v̂ / (√v̂ + E) (``damping_eps``, Adam's ε):
   a loss at float32's floor has tiny gradients but scale-free inputs, and takes full steps.
 - ``--min-log-step`` moves the floor: with the rule s keeps falling as a run converges, and the
@@ -58,7 +58,7 @@ def adjust(
     min_log_step: float | None = None,
     max_log_step_boost: float | None = None,
     damping_eps: float | None = None,
-    fade_step_rise: bool | None = None,
+    step_rise_decades: float | None = None,
 ) -> Path:
     """Write OUT: RUN's network with the rule added and/or its step-size settings changed."""
     trained = l2o.load(run)
@@ -70,12 +70,12 @@ def adjust(
         "min_log_step": min_log_step,
         "max_log_step_boost": max_log_step_boost,
         "damping_eps": damping_eps,
-        "fade_step_rise": fade_step_rise,
+        "step_rise_decades": step_rise_decades,
     }
     if hypergradient_weight is None and all(v is None for v in settings.values()):
         raise L2OError(
             "nothing to change: give --hypergradient-weight, --max-log-step, --min-log-step, "
-            "--max-log-step-boost, --fade-step-rise or --damping-eps"
+            "--max-log-step-boost, --step-rise-decades or --damping-eps"
         )
     change: dict = {}
     if hypergradient_weight is not None:
@@ -136,10 +136,10 @@ def main() -> None:
         "--damping-eps", type=float, default=None, help="Adam's ε on each update (e.g. 1e-8)"
     )
     parser.add_argument(
-        "--fade-step-rise",
-        action="store_true",
+        "--step-rise-decades",
+        type=float,
         default=None,
-        help="let s rise less as the gradient falls below its peak, not at all 4 decades down",
+        help="s rises less as the gradient falls, not at all this many decades below its peak",
     )
     args = parser.parse_args()
     try:
@@ -151,7 +151,7 @@ def main() -> None:
             args.min_log_step,
             args.max_log_step_boost,
             args.damping_eps,
-            args.fade_step_rise,
+            args.step_rise_decades,
         )
     except L2OError as error:
         raise SystemExit(f"error: {error}") from None

@@ -109,13 +109,13 @@ def test_a_network_trained_with_the_rule_keeps_it_and_only_its_floor_moves(tmp_p
     torch.testing.assert_close(boosted.state_dict(), l2o.load(tmp_path / "low").state_dict())
     record = json.loads((tmp_path / "boosted" / "config.json").read_text())["post_training"]
     assert record["max_log_step_boost"] == {"from": 0.0, "to": 1.0}
-    # s's rise faded by the gradient's fall: a switch, recorded the same way
-    script.adjust(tmp_path / "low", tmp_path / "faded", fade_step_rise=True)
+    # s's rise faded by the gradient's fall, recorded the same way
+    script.adjust(tmp_path / "low", tmp_path / "faded", step_rise_decades=8.0)
     faded = l2o.load(tmp_path / "faded")
-    assert faded.spec.fade_step_rise and faded.state_names()[-1] == "momentum_peak"
+    assert faded.spec.step_rise_decades == 8.0 and faded.state_names()[-1] == "momentum_peak"
     torch.testing.assert_close(faded.state_dict(), l2o.load(tmp_path / "low").state_dict())
     record = json.loads((tmp_path / "faded" / "config.json").read_text())["post_training"]
-    assert record["fade_step_rise"] == {"from": False, "to": True}
+    assert record["step_rise_decades"] == {"from": 0.0, "to": 8.0}
 
 
 def test_a_network_without_a_step_size_is_one_clear_error(tmp_path) -> None:

@@ -48,7 +48,7 @@ KINDS = {
         "max_log_step_boost": 1.0,
         "damping_eps": 1e-8,
     },
-    "rnnprop-faded-rise": {"optimizer": "rnnprop", "adapt_step": True, "fade_step_rise": True},
+    "rnnprop-faded-rise": {"optimizer": "rnnprop", "adapt_step": True, "step_rise_decades": 8.0},
     "rnnprop": {},
     "lstm-adam-features": {"optimizer": "lstm", "preprocess": "adam"},
 }
@@ -104,10 +104,10 @@ def test_spec_takes_kind_defaults_and_validates_in_one_place() -> None:
         ({**HYPER, "max_log_step_boost": -1.0}, r"max_log_step_boost must be in \[0, 10\]"),
         ({**HYPER, "max_log_step_boost": 1.0, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
         ({"optimizer": "mlp", "adapt_step": True, "max_log_step_boost": 1.0}, "read by: rnnprop"),
-        ({"optimizer": "rnnprop", "fade_step_rise": True}, "set adapt_step = true"),
-        ({**HYPER, "fade_step_rise": True, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
-        ({"optimizer": "mlp", "adapt_step": True, "fade_step_rise": True}, "read by: rnnprop"),
-        ({**HYPER, "fade_step_rise": 1}, "fade_step_rise must be true or false"),
+        ({"optimizer": "rnnprop", "step_rise_decades": 4.0}, "set adapt_step = true"),
+        ({**HYPER, "step_rise_decades": 4.0, "preprocess": "adam"}, "preprocess = 'rnnprop'"),
+        ({"optimizer": "mlp", "adapt_step": True, "step_rise_decades": 4.0}, "read by: rnnprop"),
+        ({**HYPER, "step_rise_decades": -1.0}, r"step_rise_decades must be in \[0, 38\]"),
         ({"optimizer": "rnnprop", "damping_eps": 1.0}, r"damping_eps must be in \[0, 1\)"),
         ({"optimizer": "rnnprop", "damping_eps": 1e-8, "preprocess": "adam"}, "g² that"),
         ({"optimizer": "lstm", "damping_eps": 1e-8}, "read by: rnnprop"),
@@ -419,12 +419,12 @@ def test_a_boosted_cap_rises_with_the_gradient_and_falls_back_as_it_falls() -> N
     torch.testing.assert_close(state[index], torch.full((32, 1), 0.5), rtol=1e-5, atol=1e-5)
 
 
-def test_a_faded_rise_stops_s_climbing_once_the_gradient_has_fallen_four_decades() -> None:
-    """``fade_step_rise``: each rise of s × (1 + log10 ρ / 4), clipped to [0, 1]. A net that
+def test_a_faded_rise_stops_s_climbing_once_the_gradient_has_fallen_d_decades() -> None:
+    """``step_rise_decades = 4``: each rise of s × (1 + log10 ρ / 4), clipped to [0, 1]. A net that
     always asks for a longer step climbs at the full 0.1·tanh rate while the gradient holds its
     size, at half the rate two decades down, not at all past four; falls are never slowed."""
     spec = {"optimizer": "rnnprop", "adapt_step": True, "min_log_step": -16.0}
-    net = build_net({**spec, "fade_step_rise": True})
+    net = build_net({**spec, "step_rise_decades": 4.0})
     assert net.state_names()[-2:] == ("log_step", "momentum_peak")
     plain = build_net(spec)
     plain.load_state_dict(net.state_dict())

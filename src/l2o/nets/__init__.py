@@ -46,7 +46,7 @@ register_net(
         "max_log_step",
         "min_log_step",
         "max_log_step_boost",
-        "fade_step_rise",
+        "step_rise_decades",
         "damping_eps",
         "hypergradient_step",
         "hypergradient_signal",

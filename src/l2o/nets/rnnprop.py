@@ -20,9 +20,9 @@ each with its own learned weight.
 while the gradient is within a few decades of its largest, the plain cap once it has fallen
 further, so a converged run does not take the long steps that make its loss spike (one more
 float of state: the peak).
-``fade_step_rise = true`` multiplies each rise of s by that same share (the peak is kept as for
-the boost): once a run has converged its gradient is tiny, every full step still goes downhill,
-and without it s keeps rising until a step is long enough to throw the loss back up.
+``step_rise_decades = d`` multiplies each rise of s by 1 + log10 ρ / d, clipped to [0, 1] (the
+peak kept as for the boost): once a run has converged its gradient is tiny, every full step still
+goes downhill, and without it s keeps rising until a step is long enough to throw the loss back up.
 ``damping_eps = ε`` multiplies each update by √v̂ / (√v̂ + ε), Adam's ε: once a loss is near
 float32's floor its gradients are tiny but m̂/√v̂ is not, so without it the steps stay full size.
 """
@@ -121,7 +121,7 @@ class RNNpropOptimizer(LSTMOptimizer):
 
     def _tracks_peak(self) -> bool:
         """Whether the state keeps the running peak of RMS(m̂) per tensor."""
-        return bool(self.spec.max_log_step_boost) or self.spec.fade_step_rise
+        return bool(self.spec.max_log_step_boost or self.spec.step_rise_decades)
 
     def step(
         self,
@@ -152,18 +152,21 @@ class RNNpropOptimizer(LSTMOptimizer):
             x = h
         scale = self.output_scale if lr is None else lr
         update = torch.tanh(torch.mv(x, self.out_weight) + self.out_bias).view(B, D) * scale
-        peak = share = None
+        peak = None
         if adapt:
             change = (torch.mv(x, self.step_weight) + self.step_bias).view(B, D, 1)
             norm = tensor_norm(layout, D, grads.device)
             upper: float | Tensor = self.spec.max_log_step
+            rise_share = None
             if self._tracks_peak():
                 momentum = _moment(state[0].view(B, D, -1), 0, step).unsqueeze(-1)
-                share, peak = momentum_progress(
+                log_ratio, peak = momentum_progress(
                     norm.rms(momentum.detach()), state[-1].view(B, D, 1)
                 )
-            if boost:
-                upper = upper + boost * share
+                if boost:
+                    upper = upper + boost * fading_share(log_ratio, BOOST_DECADES)
+                if self.spec.step_rise_decades:
+                    rise_share = fading_share(log_ratio, self.spec.step_rise_decades)
             for signal in self.hypergradient_signals:
                 weight = getattr(self, _HYPERGRADIENT_ATTRIBUTES[signal])
                 # m_t: the first feature accumulator, just updated (its bias correction is one
@@ -177,7 +180,7 @@ class RNNpropOptimizer(LSTMOptimizer):
                 norm,
                 self.spec.min_log_step,
                 upper,
-                share if self.spec.fade_step_rise else None,
+                rise_share,
             )
             update = update * log_step.squeeze(-1).exp()
             new_state.append(log_step.reshape(B * D, 1))
@@ -200,15 +203,21 @@ def _moment(accumulators: Tensor, index: int, step: int) -> Tensor:
 
 
 def momentum_progress(current: Tensor, peak: Tensor) -> tuple[Tensor, Tensor]:
-    """The share of the boost still given, in [0, 1], and the new peak (both ``(B, D, 1)``).
+    """How many decades each tensor's gradient has fallen, log10 ρ ≤ 0, and the new peak (both
+    ``(B, D, 1)``).
 
-    ``current`` is the RMS of each tensor's m̂_t and ρ = ``current`` ÷ its running peak; the share
-    is 1 + log10(ρ) / ``BOOST_DECADES``, clipped to [0, 1]: all of it at the peak, none once the
-    gradient has fallen ``BOOST_DECADES`` decades. A share linear in ρ is gone after the first
-    decade, long before the quadratic's steps stop gaining from it. The peak starts at 0 (a
-    fresh state), so the share is 1 on the first step. A constant for autograd: it sets a bound.
+    ``current`` is the RMS of each tensor's m̂_t and ρ = ``current`` ÷ its running peak. The
+    peak starts at 0 (a fresh state), so log10 ρ is 0 on the first step. A constant for
+    autograd: it sets bounds.
     """
     peak = torch.maximum(peak.detach(), current)
-    ratio = current / peak.clamp_min(torch.finfo(current.dtype).tiny)
-    share = 1.0 + ratio.clamp_min(torch.finfo(current.dtype).tiny).log10() / BOOST_DECADES
-    return share.clamp(0.0, 1.0), peak
+    tiny = torch.finfo(current.dtype).tiny
+    ratio = current / peak.clamp_min(tiny)
+    return ratio.clamp_min(tiny).log10(), peak
+
+
+def fading_share(log_ratio: Tensor, decades: float) -> Tensor:
+    """1 + log10 ρ / ``decades``, clipped to [0, 1]: all of it at the gradient's peak, none
+    once it has fallen ``decades`` decades. A share linear in ρ is gone after the first decade,
+    long before the quadratic's steps stop gaining from it."""
+    return (1.0 + log_ratio / decades).clamp(0.0, 1.0)

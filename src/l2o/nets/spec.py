@@ -32,6 +32,7 @@ FEATURE_SETS = ("log_sign", "none", "adam", "rnnprop")
 LOG_STEP_LIMIT = 10.0  # adapt_step: s stays within ±this by default (max_log_step, min_log_step)
 # hypergradient_step reads cos(−g_t, u_{t−1}), cos(−m_t, u_{t−1}) (m_t: the EMA of g), or both
 HYPERGRADIENT_SIGNALS = ("gradient", "momentum", "both")
+MAX_DECADES = 38.0  # step_rise_decades: float32's smallest normal number is ~1e-38
 LOWEST_LOG_STEP = 30.0  # min_log_step may go down to −this (e^−30 ≈ 1e-13: below float32's reach)
 
 
@@ -59,9 +60,10 @@ class NetSpec:
     # rnnprop, adapt_step: the cap is max_log_step + this · (1 + log10 ρ / 4) (clipped share),
     # ρ = RMS(m̂) / its peak per tensor: higher while the gradient is within 4 decades of its peak
     max_log_step_boost: float = 0.0
-    # rnnprop, adapt_step: each rise of s × that same share: once the gradient has fallen 4
-    # decades below its peak s can only fall, so a converged run does not grow its steps again
-    fade_step_rise: bool = False
+    # rnnprop, adapt_step: each rise of s × (1 + log10 ρ / this), clipped to [0, 1]: once the
+    # gradient has fallen this many decades below its peak s can only fall, so a converged run
+    # does not grow its steps again; 0: off
+    step_rise_decades: float = 0.0
     # rnnprop: each update × √v̂ / (√v̂ + this), as Adam's ε: a coordinate whose gradient is far
     # below it (a converged loss near float32's floor) moves proportionally less; 0: off
     damping_eps: float = 0.0
@@ -115,6 +117,12 @@ class NetSpec:
                 f"max_log_step_boost must be in [0, {LOG_STEP_LIMIT:g}], "
                 f"got {self.max_log_step_boost}"
             )
+        _number(self, "step_rise_decades")
+        if not 0 <= self.step_rise_decades <= MAX_DECADES:
+            raise L2OError(
+                f"step_rise_decades must be in [0, {MAX_DECADES:g}] (0: off), "
+                f"got {self.step_rise_decades}"
+            )
         _number(self, "damping_eps")
         if not 0 <= self.damping_eps < 1:
             raise L2OError(
@@ -152,15 +160,15 @@ class NetSpec:
                 "max_log_step_boost reads the EMA of the gradient that preprocess = 'rnnprop' "
                 f"keeps, got preprocess = {self.preprocess!r}"
             )
-        if self.fade_step_rise and not self.adapt_step:
+        if self.step_rise_decades and not self.adapt_step:
             raise L2OError(
-                "fade_step_rise slows the rise of the step size of adapt_step: set "
+                "step_rise_decades slows the rise of the step size of adapt_step: set "
                 "adapt_step = true"
             )
-        if self.fade_step_rise and self.preprocess != "rnnprop":
+        if self.step_rise_decades and self.preprocess != "rnnprop":
             raise L2OError(
-                "fade_step_rise reads the EMA of the gradient that preprocess = 'rnnprop' keeps, "
-                f"got preprocess = {self.preprocess!r}"
+                "step_rise_decades reads the EMA of the gradient that preprocess = 'rnnprop' "
+                f"keeps, got preprocess = {self.preprocess!r}"
             )
         if self.damping_eps and self.preprocess != "rnnprop":
             raise L2OError(
