@@ -150,26 +150,18 @@ class NetSpec:
             raise L2OError("max_log_step bounds the step size of adapt_step: set adapt_step = true")
         if self.min_log_step != -LOG_STEP_LIMIT and not self.adapt_step:
             raise L2OError("min_log_step bounds the step size of adapt_step: set adapt_step = true")
-        if self.max_log_step_boost and not self.adapt_step:
-            raise L2OError(
-                "max_log_step_boost raises the cap on the step size of adapt_step: set "
-                "adapt_step = true"
-            )
-        if self.max_log_step_boost and self.preprocess != "rnnprop":
-            raise L2OError(
-                "max_log_step_boost reads the EMA of the gradient that preprocess = 'rnnprop' "
-                f"keeps, got preprocess = {self.preprocess!r}"
-            )
-        if self.step_rise_decades and not self.adapt_step:
-            raise L2OError(
-                "step_rise_decades slows the rise of the step size of adapt_step: set "
-                "adapt_step = true"
-            )
-        if self.step_rise_decades and self.preprocess != "rnnprop":
-            raise L2OError(
-                "step_rise_decades reads the EMA of the gradient that preprocess = 'rnnprop' "
-                f"keeps, got preprocess = {self.preprocess!r}"
-            )
+        # both read how far the gradient's EMA has fallen below its peak
+        for key, acts in (
+            ("max_log_step_boost", "raises the cap on"),
+            ("step_rise_decades", "slows the rise of"),
+        ):
+            if getattr(self, key) and not self.adapt_step:
+                raise L2OError(f"{key} {acts} the step size of adapt_step: set adapt_step = true")
+            if getattr(self, key) and self.preprocess != "rnnprop":
+                raise L2OError(
+                    f"{key} reads the EMA of the gradient that preprocess = 'rnnprop' keeps, "
+                    f"got preprocess = {self.preprocess!r}"
+                )
         if self.damping_eps and self.preprocess != "rnnprop":
             raise L2OError(
                 "damping_eps reads the EMA of g² that preprocess = 'rnnprop' keeps, got "
