@@ -13,8 +13,7 @@
 #    the config's max_horizon; 300 iterations of 16 instances at meta_lr 1e-3, the best of 15
 #    validations kept (docs/general-study.md has the seeds and the ablations);
 #    `general`: rnnprop with adapt_step (s <= 1) and the hypergradient rule for s, unrolls to
-#    1,000 steps, then (no retraining) the floor of s lowered to -16 and its rises faded over
-#    12 decades of the gradient's fall (scripts/adjust_step_size.py);
+#    1,000 steps, then (no retraining) the floor of s lowered to -16 (scripts/adjust_step_size.py);
 #    `general-fast`: the per-coordinate mlp, unrolls to 400 steps;
 # 2. the generalisation suite of `l2o compare --generalization suite` on the quadratic and the
 #    digits MLP, the network untuned (its default lr) against baselines tuned per setting (with
@@ -33,14 +32,10 @@ TRAIN=(train mixture --config "configs/$NAME.toml" --set batch_size=16 --set ite
 NET=$OUT
 RECIPE="l2o ${TRAIN[*]}"
 if [ "$NAME" = general ]; then
-  # no retraining: the floor of s lowered from -10 to -16, so long runs keep descending; then
-  # each rise of s faded as the gradient falls (none 12 decades below its peak), so a converged
-  # run does not lengthen its steps until the loss jumps back up
-  .venv/bin/python scripts/adjust_step_size.py "$OUT" "$OUT/final" --min-log-step -16
-  NET=$OUT/faded
-  .venv/bin/python scripts/adjust_step_size.py "$OUT/final" "$NET" --step-rise-decades 12
-  RECIPE="$RECIPE && python scripts/adjust_step_size.py $OUT $OUT/final --min-log-step -16"
-  RECIPE="$RECIPE && python scripts/adjust_step_size.py $OUT/final $NET --step-rise-decades 12"
+  # the floor of s lowered from -10 to -16, no retraining: long runs keep descending
+  NET=$OUT/final
+  .venv/bin/python scripts/adjust_step_size.py "$OUT" "$NET" --min-log-step -16
+  RECIPE="$RECIPE && python scripts/adjust_step_size.py $OUT $NET --min-log-step -16"
 fi
 SUITE=()
 if [ -n "${BASELINES_CARD:-}" ]; then
