@@ -84,6 +84,9 @@ from adjust_step_size import adjust
 TUNINGS = ("grid", "suite")
 SUITE_TRIALS, SUITE_TUNE_INSTANCES = 12, 8  # scripts/make_general.sh's suite
 BEST_FACTOR = 1.5  # the goal for `general`: within 1.5x of the best tuned baseline
+# a ratio of 0 (a final loss of exactly 0) counts as this in the geometric mean, whose log of 0
+# would be -inf: below any ratio a positive float32 loss gives
+RATIO_FLOOR = 1e-38
 STEPS = (100, 1000)
 Family = tuple[str, str, dict, int]  # (name, task, options, instances; 0: --instances)
 # what the suite runs, each at 100 and at 1,000 steps. The quadratics differ far more from one
@@ -192,7 +195,14 @@ def goal_ratio(median: float, references: dict[str, dict[str, dict]], key: str) 
     tuned Adam and to BEST_FACTOR × the best tuned baseline (≤ 1: both met)."""
     adam = references["adam"][key]["median"]
     best = min(reference[key]["median"] for reference in references.values() if key in reference)
-    return max(median / adam, median / (BEST_FACTOR * best))
+    return max(_ratio(median, adam), _ratio(median, BEST_FACTOR * best))
+
+
+def _ratio(median: float, reference: float) -> float:
+    """``median / reference``; a reference of exactly 0 is matched only by 0 (ratio 1)."""
+    if reference > 0:
+        return median / reference
+    return 1.0 if median == 0 else math.inf
 
 
 def score(
@@ -212,16 +222,21 @@ def score(
 
 
 def _rank(ratios: dict[str, float]) -> tuple[float, float]:
-    """Worst ratio, then the geometric mean: lower is better."""
+    """Worst ratio, then the geometric mean: lower is better. A diverged setting (inf) ranks
+    the network last; a ratio of 0 (a median final loss of exactly 0, the best there is) counts
+    as RATIO_FLOOR in the geometric mean."""
     values = list(ratios.values())
-    if not all(math.isfinite(v) and v > 0 for v in values):
+    if not all(math.isfinite(v) and v >= 0 for v in values):
         return math.inf, math.inf
-    return max(values), math.exp(statistics.fmean(math.log(v) for v in values))
+    logs = [math.log(max(v, RATIO_FLOOR)) for v in values]
+    return max(values), math.exp(statistics.fmean(logs))
 
 
 def _ranking(rows: dict[str, dict], since: int) -> list[tuple[float, float, int]]:
-    """(worst, geometric mean, iteration) of the rows from iteration ``since`` on, best first."""
-    return sorted((r["worst"], r["geomean"], int(i)) for i, r in rows.items() if int(i) >= since)
+    """(worst, geometric mean, iteration) of the rows from iteration ``since`` on, best first:
+    ranked from each row's ratios, so rows saved by an earlier version are ranked as now."""
+    ranked = ((*_rank(r["ratios"]), int(i)) for i, r in rows.items() if int(i) >= since)
+    return sorted(ranked)
 
 
 def _scaled(families: list[Family], count: int, n: int) -> list[Family]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -98,6 +99,27 @@ def test_the_goal_ratio_holds_the_network_to_adam_and_to_the_best_baseline() -> 
     assert script.goal_ratio(0.9, references, "q") == pytest.approx(0.9 / 0.75)
     # with Adam the best, the plain ratio to Adam
     assert script.goal_ratio(1.0, {"adam": {"q": {"median": 2.0}}}, "q") == pytest.approx(0.5)
+
+
+def test_a_final_loss_of_exactly_zero_ranks_first_and_only_divergence_ranks_last() -> None:
+    # the wide MLP at 1,000 steps can reach a loss of exactly 0: the best result there is,
+    # which an earlier ranking scored inf, as if the network had diverged
+    zero = {"rows": {"q-100": 0.5, "q-1000": 0.0}}
+    positive = {"rows": {"q-100": 0.5, "q-1000": 1e-3}}
+    diverged = {"rows": {"q-100": 0.1, "q-1000": math.inf}}
+    rows = {
+        str(i): {"ratios": r["rows"], "worst": math.inf}  # worst as an earlier version saved it
+        for i, r in ((20, diverged), (40, positive), (60, zero))
+    }
+    ranked = script._ranking(rows, 0)
+    assert [i for _, _, i in ranked] == [60, 40, 20]
+    assert ranked[0][:2] == (0.5, pytest.approx(math.sqrt(0.5 * script.RATIO_FLOOR)))
+    assert ranked[-1][:2] == (math.inf, math.inf)
+    assert [i for _, _, i in script._ranking(rows, 30)] == [60, 40]
+    # a reference of exactly 0 is matched only by a 0
+    references = {"adam": {"q": {"median": 0.0}}}
+    assert script.goal_ratio(0.0, references, "q") == 1.0
+    assert script.goal_ratio(1e-9, references, "q") == math.inf
 
 
 def test_several_baselines_are_tuned_recorded_and_shared(tmp_path) -> None:
