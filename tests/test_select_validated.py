@@ -104,12 +104,12 @@ def test_the_goal_ratio_holds_the_network_to_adam_and_to_the_best_baseline() -> 
 def test_a_final_loss_of_exactly_zero_ranks_first_and_only_divergence_ranks_last() -> None:
     # the wide MLP at 1,000 steps can reach a loss of exactly 0: the best result there is,
     # which an earlier ranking scored inf, as if the network had diverged
-    zero = {"rows": {"q-100": 0.5, "q-1000": 0.0}}
-    positive = {"rows": {"q-100": 0.5, "q-1000": 1e-3}}
-    diverged = {"rows": {"q-100": 0.1, "q-1000": math.inf}}
+    zero = {"q-100": 0.5, "q-1000": 0.0}
+    positive = {"q-100": 0.5, "q-1000": 1e-3}
+    diverged = {"q-100": 0.1, "q-1000": math.inf}
     rows = {
-        str(i): {"ratios": r["rows"], "worst": math.inf}  # worst as an earlier version saved it
-        for i, r in ((20, diverged), (40, positive), (60, zero))
+        str(i): {"ratios": ratios, "worst": math.inf}  # worst as an earlier version saved it
+        for i, ratios in ((20, diverged), (40, positive), (60, zero))
     }
     ranked = script._ranking(rows, 0)
     assert [i for _, _, i in ranked] == [60, 40, 20]
