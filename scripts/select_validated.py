@@ -93,8 +93,9 @@ Family = tuple[str, str, dict, int]  # (name, task, options, instances; 0: --ins
 # what the suite runs, each at 100 and at 1,000 steps. The quadratics differ far more from one
 # instance to the next than the digits MLPs: the median of 8 can be 17x off that of 64. Even
 # paired (network and tuned Adam on the same instances) the shipped `general`'s ratio at 100
-# steps ranges over 0.09-0.51 on 16 disjoint sets of 64 validation quadratics; on two sets of
-# 512 it is 0.25 and 0.24 (test instances: 0.23 and 0.33). 512 cost ~15 s more per network.
+# steps ranges over 0.08-0.52 on 16 disjoint sets of 64 validation quadratics; on two sets of
+# 512 it is 0.26 and 0.24 (test instances: 0.23 and 0.33; scripts/median_spread.py). 512 cost
+# ~15 s more per network.
 FAMILIES: list[Family] = [
     ("quadratic", "quadratic", {}, 512),
     *[
